@@ -1,0 +1,75 @@
+"""Engines: SQLite tuned for several processes on one file, PostgreSQL with a pessimistic pool."""
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import StaticPool
+
+from sleeptime.db.errors import InvalidInput
+
+# a Connection carrying this execution option opens its transaction with BEGIN IMMEDIATE on SQLite
+WRITE_OPTION = "sleeptime_write"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse a SQLAlchemy URL; a bare `postgresql://` gets the psycopg 3 driver, the one installed."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise InvalidInput(f"invalid database URL {str(url)!r}: {exc}") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise InvalidInput(f"unsupported database {parsed.drivername!r}: use sqlite:/// or postgresql+psycopg://")
+    return parsed
+
+
+def is_memory_sqlite(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def make_engine(url: str | URL, **kwargs: Any) -> Engine:
+    """Create an engine for `url`; extra keyword arguments go to `create_engine`."""
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(parsed, pool_pre_ping=True, **kwargs)
+
+    if is_memory_sqlite(parsed):
+        # one shared connection, or every checkout would see a different empty database
+        kwargs.setdefault("poolclass", StaticPool)
+        kwargs.setdefault("connect_args", {"check_same_thread": False})
+    else:
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(parsed, **kwargs)
+    _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+        # take transaction control away from sqlite3, so that the "begin" hook below decides how to BEGIN
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # a writer takes the write lock up front: a deferred read-then-write upgrade can fail with SQLITE_BUSY
+        # at once, whatever busy_timeout says, while BEGIN IMMEDIATE waits its turn
+        if conn.get_execution_options().get(WRITE_OPTION):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+
+def write_engine(engine: Engine) -> Engine:
+    """The same pool, with transactions that take the SQLite write lock at BEGIN (a no-op on PostgreSQL)."""
+    return engine.execution_options(**{WRITE_OPTION: True})

@@ -1,0 +1,51 @@
+"""Alembic, driven from code: the migrations ship inside the package, no alembic.ini needed."""
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+from sqlalchemy.engine import URL
+
+from sleeptime import SleeptimeError
+from sleeptime.db.engine import make_engine, write_engine
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head is not None, "the package ships no migrations"
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(target: str | URL | Engine) -> None:
+    """Create or upgrade the schema to the newest revision (idempotent)."""
+    engine = target if isinstance(target, Engine) else make_engine(target)
+    config = _config()
+    # DDL is a write: on SQLite it must hold the write lock for the whole migration
+    with write_engine(engine).begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+    if not isinstance(target, Engine):
+        engine.dispose()
+
+
+def require_current(engine: Engine) -> None:
+    """Refuse to run on a database that is missing or older than this code."""
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        raise SleeptimeError(f"database schema is at {current or 'nothing'}, this version needs {head}: run `sleeptime init`")
