@@ -1,0 +1,115 @@
+"""Model weights and memory states as safetensors (never pickle).
+
+A model file stores the config and the training step next to the weights, so loading rebuilds the exact model from
+the file alone. A memory state is a nested structure of tensors (per layer: memory weights, momentum, the unfinished
+chunk, conv and attention caches); it is flattened to named tensors, and its shape is kept as JSON in the metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load, load_file, save, save_file
+from torch import Tensor
+
+from sleeptime.kernels.reference import TitansState
+from sleeptime.models.titans import ModelConfig, TitansLM
+
+MODEL_FORMAT = "sleeptime-model/1"
+STATE_FORMAT = "sleeptime-state/1"
+
+
+class CheckpointError(ValueError):
+    """A model or state file that is not what it claims to be."""
+
+
+def save_model(model: TitansLM, path: str | Path, step: int = 0, extra: dict | None = None) -> None:
+    meta = {"format": MODEL_FORMAT, "config": json.dumps(model.cfg.to_dict()), "step": str(step)}
+    meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(tensors, str(path), metadata=meta)
+
+
+def read_model_metadata(path: str | Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != MODEL_FORMAT:
+        raise CheckpointError(f"{path} is not a sleeptime model file")
+    return meta
+
+
+def load_model(path: str | Path, device: str = "cpu") -> TitansLM:
+    meta = read_model_metadata(path)
+    model = TitansLM(ModelConfig.from_dict(json.loads(meta["config"])))
+    model.load_state_dict(load_file(str(path), device=device))
+    return model.to(device).eval()
+
+
+def model_digest(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _flatten(obj, key: str, out: dict[str, Tensor]):
+    """Replace every tensor by its name in `out`; returns the JSON-able skeleton."""
+    if isinstance(obj, Tensor):
+        out[key] = obj.detach().contiguous().cpu()
+        return {"t": key}
+    if isinstance(obj, TitansState):
+        return {"titans": _flatten({"weights": obj.weights, "momentum": obj.momentum, "pending": obj.pending}, key, out)}
+    if isinstance(obj, dict):
+        return {"d": {k: _flatten(v, f"{key}.{k}", out) for k, v in obj.items()}}
+    if isinstance(obj, (list, tuple)):
+        return {"l": [_flatten(v, f"{key}.{i}", out) for i, v in enumerate(obj)]}
+    if obj is None or isinstance(obj, (int, float, str, bool)):
+        return {"v": obj}
+    raise TypeError(f"cannot store a {type(obj).__name__} in a memory state")
+
+
+def _unflatten(skeleton: dict, tensors: dict[str, Tensor]):
+    (kind, body), = skeleton.items()
+    if kind == "t":
+        return tensors[body]
+    if kind == "titans":
+        parts = _unflatten(body, tensors)
+        return TitansState(parts["weights"], parts["momentum"], parts["pending"])
+    if kind == "d":
+        return {k: _unflatten(v, tensors) for k, v in body.items()}
+    if kind == "l":
+        return [_unflatten(v, tensors) for v in body]
+    return body
+
+
+def state_to_bytes(state: dict, metadata: dict[str, str] | None = None) -> bytes:
+    tensors: dict[str, Tensor] = {}
+    skeleton = _flatten(state, "s", tensors)
+    meta = {"format": STATE_FORMAT, "skeleton": json.dumps(skeleton)} | (metadata or {})
+    return save(tensors, metadata=meta)
+
+
+def state_metadata(data: bytes) -> dict[str, str]:
+    # the safetensors header: 8-byte little-endian length, then JSON with an optional __metadata__ entry
+    if len(data) < 8:
+        raise CheckpointError("memory state is truncated")
+    n = int.from_bytes(data[:8], "little")
+    try:
+        header = json.loads(data[8 : 8 + n])
+    except ValueError as exc:
+        raise CheckpointError("memory state header is not valid JSON") from exc
+    return header.get("__metadata__", {})
+
+
+def state_from_bytes(data: bytes, device: str = "cpu") -> dict:
+    meta = state_metadata(data)
+    if meta.get("format") != STATE_FORMAT:
+        raise CheckpointError("not a sleeptime memory state")
+    try:
+        tensors = load(data)
+    except Exception as exc:  # safetensors raises its own error types for malformed payloads
+        raise CheckpointError(f"memory state is malformed: {exc}") from exc
+    state = _unflatten(json.loads(meta["skeleton"]), {k: v.to(device) for k, v in tensors.items()})
+    return state

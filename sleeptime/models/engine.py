@@ -1,0 +1,153 @@
+"""The model API the daemon uses: consume tokens into a memory state (consolidation), answer a question from a
+state and a short tail of recent messages (generation), and move states to and from bytes.
+
+The state is a value: `consume` and `answer` never modify the state they are given, so the front end can answer
+from a cached checkpoint while a consolidation builds the next one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from sleeptime.models import checkpoint, tokenizer
+from sleeptime.models.titans import ModelConfig, TitansLM
+
+SHIPPED_DIR = Path(__file__).parent / "shipped"
+
+
+def shipped_model_path(name: str = "demo") -> Path:
+    return SHIPPED_DIR / f"{name}.safetensors"
+
+
+def resolve_model_path(name_or_path: str) -> Path:
+    """'demo' (or another shipped name) or a path to a model file."""
+    path = Path(name_or_path)
+    if path.suffix == ".safetensors" or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"model file {path} does not exist")
+        return path
+    shipped = shipped_model_path(name_or_path)
+    if not shipped.is_file():
+        raise FileNotFoundError(f"no shipped model named {name_or_path!r} (looked for {shipped.name})")
+    return shipped
+
+
+@dataclass
+class ConsumeStats:
+    tokens: int = 0
+    surprise_sum: float = 0.0  # summed next-token loss (nats) over consumed tokens: the model's surprise
+    # (mean loss, start token offset, length) of the most surprising spans, for sleep replay
+    spans: list[tuple[float, int, int]] = field(default_factory=list)
+
+    @property
+    def mean_surprise(self) -> float:
+        return self.surprise_sum / self.tokens if self.tokens else 0.0
+
+
+def pick_device(device: str = "auto") -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA device is available")
+    return device
+
+
+class MemoryEngine:
+    """One loaded model and what the daemon does with it."""
+
+    def __init__(self, model: TitansLM, model_id: str, device: str = "cpu", segment_tokens: int = 512):
+        self.model = model.to(device).eval()
+        self.model_id = model_id
+        self.device = device
+        # a whole number of memory chunks per segment keeps per-call work aligned; the state carries any remainder
+        self.segment_tokens = segment_tokens
+
+    @classmethod
+    def load(cls, name_or_path: str = "demo", device: str = "auto") -> "MemoryEngine":
+        path = resolve_model_path(name_or_path)
+        device = pick_device(device)
+        model = checkpoint.load_model(path, device)
+        digest = checkpoint.model_digest(path)
+        return cls(model, f"{path.stem}-{digest[:12]}", device)
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.cfg
+
+    def new_state(self) -> dict:
+        return self.model.initial_state(1)
+
+    @torch.no_grad()
+    def consume(
+        self,
+        state: dict,
+        tokens: Sequence[int],
+        progress: Callable[[int], None] | None = None,
+        stats: ConsumeStats | None = None,
+        span: int = 256,
+        keep_spans: int = 8,
+    ) -> tuple[dict, ConsumeStats]:
+        """Feed tokens through every layer; the memories learn them. Memory use is bounded by the segment size."""
+        stats = stats or ConsumeStats()
+        data = torch.tensor(list(tokens), dtype=torch.long, device=self.device)
+        for start in range(0, len(data), self.segment_tokens):
+            piece = data[start : start + self.segment_tokens].unsqueeze(0)
+            logits, _, state = self.model(piece, state)
+            # surprise of token i+1 given the prefix; the first token of the piece has no prediction in this call
+            nll = F.cross_entropy(logits[0, :-1].float(), piece[0, 1:], reduction="none")
+            stats.surprise_sum += float(nll.sum())
+            stats.tokens += piece.shape[1]
+            for s in range(0, nll.shape[0], span):
+                window = nll[s : s + span]
+                stats.spans.append((float(window.mean()), stats.tokens - piece.shape[1] + s, int(window.shape[0]) + 1))
+            stats.spans = sorted(stats.spans, reverse=True)[:keep_spans]
+            if progress:
+                progress(piece.shape[1])
+        return state, stats
+
+    @torch.no_grad()
+    def answer(
+        self,
+        state: dict,
+        question: str,
+        tail: Sequence[Mapping[str, str]] = (),
+        max_new_tokens: int = 64,
+    ) -> str:
+        """Greedy answer to `question` after the recent messages `tail` (not yet consolidated)."""
+        prompt = tokenizer.encode_messages(tail) + tokenizer.encode_prompt(question)
+        ids = torch.tensor([prompt], dtype=torch.long, device=self.device)
+        logits, _, state = self.model(ids, state)
+        out: list[int] = []
+        for _ in range(max_new_tokens):
+            nxt = int(logits[0, -1].argmax())
+            if nxt >= 256:  # END, or any structure token: the answer is over
+                break
+            out.append(nxt)
+            logits, _, state = self.model(torch.tensor([[nxt]], device=self.device), state)
+        return tokenizer.decode(out)
+
+    def encode_state(self, state: dict) -> bytes:
+        return checkpoint.state_to_bytes(state, {"model_id": self.model_id})
+
+    def decode_state(self, data: bytes) -> dict:
+        meta = checkpoint.state_metadata(data)
+        if meta.get("model_id") not in (None, self.model_id):
+            raise checkpoint.CheckpointError(
+                f"memory state was written by model {meta['model_id']}, this engine runs {self.model_id}"
+            )
+        return checkpoint.state_from_bytes(data, self.device)
+
+    @staticmethod
+    def state_digest(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+
+def perplexity(stats: ConsumeStats) -> float:
+    return math.exp(stats.mean_surprise)

@@ -1,0 +1,123 @@
+"""Building blocks shared by the model family: norms, the short causal conv, RoPE, sliding-window attention, MLP.
+
+Every stateful block streams: it takes a cache dict and returns the new one, so that feeding a sequence in pieces
+gives exactly what one call gives (decoding == prefill).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class CausalConv(nn.Module):
+    """Depthwise causal conv over time; the cache holds the last (kernel - 1) inputs."""
+
+    def __init__(self, channels: int, kernel: int = 4):
+        super().__init__()
+        self.kernel = kernel
+        self.weight = nn.Parameter(torch.zeros(channels, 1, kernel))
+        with torch.no_grad():
+            # start close to identity so that the projections pass through untouched at first
+            self.weight[:, 0, -1] = 1.0
+            self.weight[:, 0, :-1].normal_(0, 0.02)
+
+    def forward(self, x: Tensor, cache: Tensor | None) -> tuple[Tensor, Tensor]:
+        B, T, C = x.shape
+        if cache is None:
+            cache = x.new_zeros(B, self.kernel - 1, C)
+        full = torch.cat([cache, x], dim=1)  # [B, k-1+T, C]
+        y = F.conv1d(full.transpose(1, 2), self.weight, groups=C).transpose(1, 2)
+        return y, full[:, -(self.kernel - 1) :]
+
+
+def rope_tables(positions: Tensor, dim: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
+    """cos/sin for absolute positions [T]; computed in float64 so that positions in the millions keep their phase."""
+    inv = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float64, device=positions.device) / dim))
+    angles = positions.to(torch.float64)[:, None] * inv[None, :]
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """x [B, H, T, D]; cos, sin [T, D/2]."""
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    return out.flatten(-2).to(x.dtype)
+
+
+class SlidingWindowAttention(nn.Module):
+    """Causal attention over the last `window` tokens plus `persistent` learned key/value slots (Titans eq. 19).
+
+    The cache keeps the rotated keys and values of the last `window` tokens and their absolute positions.
+    """
+
+    def __init__(self, dim: int, heads: int, window: int, persistent: int):
+        super().__init__()
+        self.heads, self.head_dim, self.window = heads, dim // heads, window
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.out = nn.Linear(dim, dim, bias=False)
+        self.persistent_kv = nn.Parameter(torch.randn(2, heads, persistent, self.head_dim) * 0.02)
+
+    def forward(self, x: Tensor, position: int, cache: dict | None) -> tuple[Tensor, dict]:
+        B, T, C = x.shape
+        H, D = self.heads, self.head_dim
+        q, k, v = self.qkv(x).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # each [B, H, T, D]
+        pos = torch.arange(position, position + T, device=x.device)
+        cos, sin = rope_tables(pos, D)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache:
+            k_all = torch.cat([cache["k"], k], dim=2)
+            v_all = torch.cat([cache["v"], v], dim=2)
+            pos_all = torch.cat([cache["pos"], pos])
+        else:
+            k_all, v_all, pos_all = k, v, pos
+        # band mask by absolute position: key j is visible to query i when i - window < j <= i
+        diff = pos[:, None] - pos_all[None, :]
+        visible = (diff >= 0) & (diff < self.window)
+        P = self.persistent_kv.shape[2]
+        pk = self.persistent_kv[0].unsqueeze(0).expand(B, -1, -1, -1)
+        pv = self.persistent_kv[1].unsqueeze(0).expand(B, -1, -1, -1)
+        mask = torch.cat([visible.new_ones(T, P), visible], dim=1)
+        y = F.scaled_dot_product_attention(q, torch.cat([pk, k_all], 2), torch.cat([pv, v_all], 2), attn_mask=mask)
+        keep = self.window - 1  # the next query at position p needs keys from p - window + 1 on
+        new_cache = {"k": k_all[:, :, -keep:], "v": v_all[:, :, -keep:], "pos": pos_all[-keep:]} if keep > 0 else {}
+        return self.out(y.transpose(1, 2).reshape(B, T, C)), new_cache
+
+
+class MLP(nn.Module):
+    """SwiGLU feed-forward."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.up = nn.Linear(dim, 2 * hidden, bias=False)
+        self.down = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = self.up(x).chunk(2, dim=-1)
+        return self.down(F.silu(a) * b)
+
+
+def init_linear(module: nn.Module, depth_scale: float = 1.0) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=0.02 * depth_scale)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=0.02)
+
+
+def inverse_sigmoid(p: float) -> float:
+    return math.log(p / (1 - p))

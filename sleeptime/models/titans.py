@@ -1,0 +1,216 @@
+"""The Titans model family over bytes: LMM, MAC, MAG, MAL, and a memory-off sliding-window baseline.
+
+References: Titans (arXiv 2501.00663) §4 for the three ways to wire memory and attention; Miras (arXiv 2504.13173)
+for the update-rule options of the memory (models/memory.py). Blocks are pre-norm residual; every block streams,
+carrying its caches in a state dict, so the same `forward` serves prefill, consolidation in segments and decoding.
+
+  lmm   x + Mem(x)                                   memory as the only token mixer
+  mag   x + W(norm(SWA(x)) * sigmoid(norm(Mem(x))))  memory as a gate beside sliding-window attention (eq. 26-28)
+  mal   x + Mem(x), then x + SWA(x)                  memory as a layer before attention (eq. 29-31)
+  mac   per segment: h = Mem_{t-1}(q); y = Attn([persistent | h | segment]); write y; o = y * sigmoid(Mem_t(y))
+  swa   x + SWA(x)                                   the baseline with the memory switched off
+each followed by x + MLP(x).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sleeptime.models.layers import MLP, RMSNorm, SlidingWindowAttention, apply_rope, init_linear, rope_tables
+from sleeptime.models.memory import MemoryConfig, NeuralMemory
+from sleeptime.models.tokenizer import VOCAB_SIZE
+
+VARIANTS = ("lmm", "mac", "mag", "mal", "swa")
+
+
+class MemoryAsContext(nn.Module):
+    """MAC (Titans §4.1): retrieve with the memory as it was before the segment, attend over
+    [persistent | retrieved | segment] causally, write the attention output, read the updated memory and gate.
+
+    The retrieved token h_j is aligned with position j and visible only to queries at j or later, so no token sees
+    the future (research/titans.md §3.1, option a).
+    """
+
+    def __init__(self, dim: int, heads: int, segment: int, persistent: int, mem_cfg: MemoryConfig):
+        super().__init__()
+        self.heads, self.head_dim, self.segment = heads, dim // heads, segment
+        self.memory = NeuralMemory(mem_cfg)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.out = nn.Linear(dim, dim, bias=False)
+        self.persistent_kv = nn.Parameter(torch.randn(2, heads, persistent, self.head_dim) * 0.02)
+        self.gate_norm = RMSNorm(dim)
+
+    def initial_state(self, batch: int) -> dict:
+        return {"mem": self.memory.initial_state(batch), "snapshot": None, "seg": None}
+
+    def forward(self, x: Tensor, position: int, state: dict) -> tuple[Tensor, dict]:
+        outputs, start = [], 0
+        T = x.shape[1]
+        while start < T:
+            offset = (position + start) % self.segment
+            stop = min(T, start + self.segment - offset)
+            y, state = self._piece(x[:, start:stop], position + start, offset, state)
+            outputs.append(y)
+            start = stop
+        return torch.cat(outputs, dim=1), state
+
+    def _piece(self, x: Tensor, position: int, offset: int, state: dict) -> tuple[Tensor, dict]:
+        B, T, C = x.shape
+        H, D = self.heads, self.head_dim
+        mem_state, seg = state["mem"], state["seg"]
+        snapshot = mem_state["memory"] if offset == 0 else state["snapshot"]
+        if offset == 0:
+            seg = None
+        h = self.memory.retrieve(x, {"memory": snapshot})
+        pos = torch.arange(position, position + T, device=x.device)
+        cos, sin = rope_tables(pos, D)
+        q, kx, vx = self.qkv(x).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)
+        _, kh, vh = self.qkv(h).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)
+        q, kx, kh = apply_rope(q, cos, sin), apply_rope(kx, cos, sin), apply_rope(kh, cos, sin)
+        if seg is not None:
+            kx, vx = torch.cat([seg["kx"], kx], 2), torch.cat([seg["vx"], vx], 2)
+            kh, vh = torch.cat([seg["kh"], kh], 2), torch.cat([seg["vh"], vh], 2)
+        seen = kx.shape[2]  # tokens of this segment so far, this piece included
+        causal = torch.ones(T, seen, dtype=torch.bool, device=x.device).tril(seen - T)
+        P = self.persistent_kv.shape[2]
+        mask = torch.cat([causal.new_ones(T, P), causal, causal], dim=1)
+        pk = self.persistent_kv[0].unsqueeze(0).expand(B, -1, -1, -1)
+        pv = self.persistent_kv[1].unsqueeze(0).expand(B, -1, -1, -1)
+        y = F.scaled_dot_product_attention(q, torch.cat([pk, kh, kx], 2), torch.cat([pv, vh, vx], 2), attn_mask=mask)
+        y = self.out(y.transpose(1, 2).reshape(B, T, C))
+        read, mem_state = self.memory(y, mem_state)
+        out = y * torch.sigmoid(self.gate_norm(read))
+        done = offset + T == self.segment
+        new_seg = None if done else {"kx": kx, "vx": vx, "kh": kh, "vh": vh}
+        return out, {"mem": mem_state, "snapshot": None if done else snapshot, "seg": new_seg}
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: "ModelConfig"):
+        super().__init__()
+        self.variant = cfg.variant
+        dim = cfg.dim
+        self.norm_mix = RMSNorm(dim)
+        self.norm_mlp = RMSNorm(dim)
+        self.mlp = MLP(dim, cfg.mlp_hidden)
+        if cfg.variant == "mac":
+            self.mac = MemoryAsContext(dim, cfg.heads, cfg.segment, cfg.persistent, cfg.memory)
+        if cfg.variant in ("lmm", "mag", "mal"):
+            self.memory = NeuralMemory(cfg.memory)
+        if cfg.variant in ("mag", "mal", "swa"):
+            self.attn = SlidingWindowAttention(dim, cfg.heads, cfg.window, cfg.persistent)
+        if cfg.variant == "mag":
+            self.norm_attn_out, self.norm_mem_out = RMSNorm(dim), RMSNorm(dim)
+            self.gate_out = nn.Linear(dim, dim, bias=False)
+        if cfg.variant == "mal":
+            self.norm_attn = RMSNorm(dim)
+
+    def initial_state(self, batch: int) -> dict:
+        state: dict = {}
+        if self.variant == "mac":
+            state["mac"] = self.mac.initial_state(batch)
+        if self.variant in ("lmm", "mag", "mal"):
+            state["mem"] = self.memory.initial_state(batch)
+        if self.variant in ("mag", "mal", "swa"):
+            state["attn"] = {}
+        return state
+
+    def forward(self, x: Tensor, position: int, state: dict) -> tuple[Tensor, dict]:
+        new = dict(state)
+        h = self.norm_mix(x)
+        if self.variant == "lmm":
+            y, new["mem"] = self.memory(h, state["mem"])
+            x = x + y
+        elif self.variant == "mag":
+            a, new["attn"] = self.attn(h, position, state["attn"])
+            m, new["mem"] = self.memory(h, state["mem"])
+            x = x + self.gate_out(self.norm_attn_out(a) * torch.sigmoid(self.norm_mem_out(m)))
+        elif self.variant == "mal":
+            m, new["mem"] = self.memory(h, state["mem"])
+            x = x + m
+            a, new["attn"] = self.attn(self.norm_attn(x), position, state["attn"])
+            x = x + a
+        elif self.variant == "mac":
+            y, new["mac"] = self.mac(h, position, state["mac"])
+            x = x + y
+        else:
+            a, new["attn"] = self.attn(h, position, state["attn"])
+            x = x + a
+        return x + self.mlp(self.norm_mlp(x)), new
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    variant: str = "mag"
+    vocab_size: int = VOCAB_SIZE
+    dim: int = 256
+    layers: int = 4
+    heads: int = 4  # attention heads
+    mlp_hidden: int = 512
+    window: int = 256  # sliding-window attention span in tokens (bytes): the short-term memory
+    segment: int = 128  # MAC segment length
+    persistent: int = 4  # learned key/value slots every attention query sees
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; expected one of {', '.join(VARIANTS)}")
+        if self.dim % self.heads:
+            raise ValueError("dim must be a multiple of heads")
+        if self.memory.dim != self.dim:
+            raise ValueError(f"memory.dim ({self.memory.dim}) must equal dim ({self.dim})")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        d["memory"] = MemoryConfig(**d.get("memory", {}))
+        return cls(**d)
+
+
+class TitansLM(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.layers)])
+        self.norm = RMSNorm(cfg.dim)
+        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        for name, module in self.named_modules():
+            if "gates" not in name:
+                init_linear(module)
+        # residual outputs start small, scaled by depth (GPT-2)
+        for name, p in self.named_parameters():
+            if name.endswith(("out.weight", "down.weight", "gate_out.weight")):
+                nn.init.normal_(p, std=0.02 / (2 * cfg.layers) ** 0.5)
+
+    def initial_state(self, batch: int = 1) -> dict:
+        return {"position": 0, "layers": [block.initial_state(batch) for block in self.blocks]}
+
+    def forward(
+        self, tokens: Tensor, state: dict | None = None, targets: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None, dict]:
+        """tokens [B, T] -> logits [B, T, V], the mean cross-entropy against targets (or None), and the new state."""
+        B, T = tokens.shape
+        if state is None:
+            state = self.initial_state(B)
+        position = state["position"]
+        x = self.embed(tokens)
+        layers = []
+        for block, layer_state in zip(self.blocks, state["layers"]):
+            x, new = block(x, position, layer_state)
+            layers.append(new)
+        logits = self.head(self.norm(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-1)
+        return logits, loss, {"position": position + T, "layers": layers}
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
