@@ -1,0 +1,792 @@
+"""Seeded synthetic transcripts for training and evaluating long-range recall.
+
+Three tasks, all pure Python (`random.Random`), nothing downloaded, no torch:
+- "chat": user/assistant chit-chat with facts planted ("just so you know, my locker code is 4821"), some of them
+  updated later; the question asks for the latest value of one attribute (feasibility.md, round 3).
+- "passkey": one pass key hidden in filler sentences without digits (round 1/2).
+- "recall": multi-query associative recall, key-value pairs of which several are queried (MQAR).
+
+A `Sample` carries its history as a lazy `History`: iterating it regenerates the messages from the seed, so a
+2M-token history costs no memory beyond one message. The history length is controlled in tokenizer ids
+(`target_tokens`: content bytes plus the role marker and END of every message), and the planted statements sit at a
+chosen depth. Everything a model could memorise (attributes, values, fact/question/answer phrasings, distractors)
+is split into "train" and "heldout" by a stable hash, so evaluation on "heldout" meets no training attribute, value,
+phrasing or distractor template (only the words that fill distractor slots, such as names and cities, are shared).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import random
+import string
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Protocol
+
+from sleeptime.models.tokenizer import END, encode_message, encode_prompt, encode_text
+from sleeptime.training import vocab
+
+SPLITS = ("train", "heldout")
+TASKS = ("chat", "passkey", "recall")
+HELDOUT_FRACTION = 0.2
+# rejection loops (a value that collides, a distractor that would leak a value) end after this many draws
+_MAX_TRIES = 500
+
+
+def _hash64(salt: str, text: str) -> int:
+    # blake2b, not hash(): Python salts str hashes per process, and the split must be the same everywhere
+    return int.from_bytes(hashlib.blake2b(f"{salt}\x00{text}".encode(), digest_size=8).digest(), "big")
+
+
+def value_split(value: str) -> str:
+    """The split a value belongs to: a fixed function of the value alone, so train and heldout values never meet."""
+    return "heldout" if _hash64("value", value.casefold()) % 5 == 0 else "train"
+
+
+def _partition(items: Iterable[str], salt: str) -> dict[str, tuple[str, ...]]:
+    """Split a fixed list: the HELDOUT_FRACTION of items with the lowest hash go to heldout (at least one)."""
+    unique = list(dict.fromkeys(items))
+    ranked = sorted(unique, key=lambda item: (_hash64(salt, item), item))
+    heldout = set(ranked[: max(1, round(len(unique) * HELDOUT_FRACTION))])
+    return {
+        "train": tuple(item for item in unique if item not in heldout),
+        "heldout": tuple(item for item in unique if item in heldout),
+    }
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    return split
+
+
+@dataclass(frozen=True)
+class Attribute:
+    phrase: str  # said as "my {phrase}"
+    kind: str  # one of vocab.VALUE_KINDS
+
+
+def all_attributes() -> tuple[Attribute, ...]:
+    """Every attribute of both splits: hand-written ones plus made-up compounds, about 1,100 in all."""
+    found: dict[str, str] = {}
+
+    def add(phrase: str, kind: str) -> None:
+        found.setdefault(phrase, kind)
+
+    for kind, phrases in vocab.BASE_ATTRIBUTES.items():
+        for phrase in phrases:
+            add(phrase, kind)
+    for relation in vocab.RELATIONS:
+        for phrase, kind in vocab.RELATION_ATTRIBUTES:
+            add(f"{relation}'s {phrase}", kind)
+    for thing in vocab.CODE_OBJECTS:
+        for identifier in vocab.CODE_IDENTIFIERS:
+            add(f"{thing} {identifier}", "code")
+    for service in vocab.ALNUM_SERVICES:
+        for identifier in vocab.ALNUM_IDENTIFIERS:
+            add(f"{service} {identifier}", "alnum")
+    return tuple(Attribute(phrase, kind) for phrase, kind in found.items())
+
+
+def all_syllables() -> tuple[str, ...]:
+    parts = itertools.product(vocab.SYLLABLE_ONSETS, vocab.SYLLABLE_VOWELS, vocab.SYLLABLE_CODAS)
+    return tuple(dict.fromkeys("".join(p) for p in parts))
+
+
+@dataclass(frozen=True)
+class Pools:
+    """One split's share of everything that is partitioned. Built once per split by `pools`."""
+
+    split: str
+    attributes: tuple[Attribute, ...]
+    syllables: tuple[str, ...]  # made-up words of this split use only these
+    fact_templates: tuple[str, ...]
+    update_templates: tuple[str, ...]
+    acks: tuple[str, ...]
+    update_acks: tuple[str, ...]
+    questions: tuple[str, ...]
+    answers: tuple[str, ...]
+    user_chat: tuple[str, ...]
+    assistant_chat: tuple[str, ...]
+    user_short: tuple[str, ...]
+    assistant_short: tuple[str, ...]
+    filler: tuple[str, ...]
+    needles: tuple[str, ...]
+    passkey_questions: tuple[str, ...]
+    passkey_answers: tuple[str, ...]
+    recall_intros: tuple[str, ...]
+    recall_lines: tuple[str, ...]
+    recall_statements: tuple[str, ...]
+    recall_questions: tuple[str, ...]
+    recall_answers: tuple[str, ...]
+
+    def attributes_of(self, kinds: Iterable[str] | None = None) -> tuple[Attribute, ...]:
+        if kinds is None:
+            return self.attributes
+        wanted = set(kinds)
+        unknown = wanted - set(vocab.VALUE_KINDS)
+        if unknown:
+            raise ValueError(f"unknown value kinds {sorted(unknown)}; expected some of {', '.join(vocab.VALUE_KINDS)}")
+        return tuple(a for a in self.attributes if a.kind in wanted)
+
+    @property
+    def plain_acks(self) -> tuple[str, ...]:
+        """Acknowledgements that name no attribute or value (for recall pairs)."""
+        return tuple(a for a in self.acks if "{" not in a)
+
+
+# the string lists behind each partitioned Pools field; the field name doubles as the hash salt
+_TEMPLATE_SOURCES: dict[str, tuple[str, ...]] = {
+    "fact_templates": vocab.FACT_TEMPLATES,
+    "update_templates": vocab.UPDATE_TEMPLATES,
+    "acks": vocab.ACK_TEMPLATES,
+    "update_acks": vocab.UPDATE_ACK_TEMPLATES,
+    "questions": vocab.QUESTION_TEMPLATES,
+    "answers": vocab.ANSWER_TEMPLATES,
+    "user_chat": vocab.USER_CHAT,
+    "assistant_chat": vocab.ASSISTANT_CHAT,
+    "user_short": vocab.USER_SHORT,
+    "assistant_short": vocab.ASSISTANT_SHORT,
+    "filler": vocab.FILLER_SENTENCES,
+    "needles": vocab.NEEDLE_TEMPLATES,
+    "passkey_questions": vocab.PASSKEY_QUESTIONS,
+    "passkey_answers": vocab.PASSKEY_ANSWERS,
+    "recall_intros": vocab.RECALL_INTROS,
+    "recall_lines": vocab.RECALL_LINES,
+    "recall_statements": vocab.RECALL_STATEMENTS,
+    "recall_questions": vocab.RECALL_QUESTIONS,
+    "recall_answers": vocab.RECALL_ANSWERS,
+}
+
+
+@lru_cache(maxsize=None)
+def pools(split: str) -> Pools:
+    _check_split(split)
+    attributes = all_attributes()
+    kinds = {a.phrase: a.kind for a in attributes}
+    chosen = _partition((a.phrase for a in attributes), "attributes")[split]
+    templates = {name: _partition(source, name)[split] for name, source in _TEMPLATE_SOURCES.items()}
+    return Pools(
+        split=split,
+        attributes=tuple(Attribute(p, kinds[p]) for p in chosen),
+        syllables=_partition(all_syllables(), "syllables")[split],
+        **templates,
+    )
+
+
+def _made_up_word(rng: random.Random, syllables: Sequence[str]) -> str:
+    while True:
+        word = "".join(rng.choice(syllables) for _ in range(rng.choice((2, 2, 3))))
+        if len(word) >= 4:
+            return word
+
+
+def _digits(rng: random.Random, n: int) -> str:
+    return "".join(rng.choice(string.digits) for _ in range(n))
+
+
+def _alnum(rng: random.Random) -> str:
+    style = rng.randrange(3)
+    if style == 0:
+        # mixed upper case and digits, with at least one of each so it reads as a code
+        while True:
+            text = "".join(rng.choice(string.ascii_uppercase + string.digits) for _ in range(rng.randint(5, 8)))
+            if any(c.isdigit() for c in text) and any(c.isalpha() for c in text):
+                return text
+    if style == 1:
+        letters = "".join(rng.choice(string.ascii_uppercase) for _ in range(rng.randint(2, 3)))
+        return f"{letters}-{_digits(rng, rng.randint(3, 5))}"
+    while True:
+        text = "".join(rng.choice(string.ascii_lowercase + string.digits) for _ in range(rng.randint(6, 10)))
+        if any(c.isdigit() for c in text) and any(c.isalpha() for c in text):
+            return text
+
+
+def _date(rng: random.Random) -> str:
+    month, day = rng.choice(vocab.MONTHS), rng.randint(1, 28)
+    style = rng.randrange(4)
+    if style == 0:
+        return f"{month} {day}"
+    if style == 1:
+        return f"{day} {month}"
+    year = rng.randint(1950, 2035)
+    return f"{month} {day}, {year}" if style == 2 else f"{day} {month} {year}"
+
+
+def _raw_value(kind: str, rng: random.Random, pool: Pools) -> str:
+    if kind == "code":
+        return _digits(rng, rng.randint(3, 6))
+    if kind == "alnum":
+        return _alnum(rng)
+    if kind == "word":
+        return _made_up_word(rng, pool.syllables)
+    if kind == "name":
+        first = rng.choice(vocab.FIRST_NAMES)
+        return first if rng.random() < 0.5 else f"{first} {rng.choice(vocab.LAST_NAMES)}"
+    if kind == "city":
+        return rng.choice(vocab.CITIES)
+    if kind == "date":
+        return _date(rng)
+    if kind == "number":
+        return str(rng.randint(1, 40))
+    if kind == "dish":
+        return f"{rng.choice(vocab.DISH_ADJECTIVES)} {rng.choice(vocab.DISHES)}"
+    if kind == "colour":
+        return f"{rng.choice(vocab.COLOUR_SHADES)} {rng.choice(vocab.COLOURS)}"
+    if kind == "title":
+        return f"The {rng.choice(vocab.TITLE_ADJECTIVES)} {rng.choice(vocab.TITLE_NOUNS)}"
+    raise ValueError(f"unknown value kind {kind!r}; expected one of {', '.join(vocab.VALUE_KINDS)}")
+
+
+def draw_value(kind: str, rng: random.Random, split: str = "train") -> str:
+    """A random value of `kind` that belongs to `split` (rejection on `value_split`)."""
+    pool = pools(split)
+    for _ in range(_MAX_TRIES):
+        value = _raw_value(kind, rng, pool)
+        if value_split(value) == split:
+            return value
+    raise RuntimeError(f"no {split} value of kind {kind!r} in {_MAX_TRIES} draws")
+
+
+def _fresh_value(kind: str, rng: random.Random, split: str, taken: list[str]) -> str:
+    """A value that is neither inside nor around any value already in the sample, so each one has one source."""
+    for _ in range(_MAX_TRIES):
+        value = draw_value(kind, rng, split)
+        folded = value.casefold()
+        if all(folded not in other and other not in folded for other in taken):
+            taken.append(folded)
+            return value
+    raise RuntimeError(f"no fresh value of kind {kind!r} in {_MAX_TRIES} draws")
+
+
+@lru_cache(maxsize=None)
+def _slots(template: str) -> tuple[str, ...]:
+    return tuple(name for _, name, _, _ in string.Formatter().parse(template) if name)
+
+
+# how each distractor slot is filled; numbers in distractors come only from here
+_SLOT_DRAWS = {
+    "name": lambda rng, pool: rng.choice(vocab.FIRST_NAMES),
+    "city": lambda rng, pool: rng.choice(vocab.CITIES),
+    "n": lambda rng, pool: str(rng.randint(2, 30)),
+    "num": lambda rng, pool: str(rng.randint(100, 9999)),
+    "hour": lambda rng, pool: str(rng.randint(1, 12)),
+    "food": lambda rng, pool: rng.choice(vocab.FOODS),
+    "day": lambda rng, pool: rng.choice(vocab.WEEKDAYS),
+    "month": lambda rng, pool: rng.choice(vocab.MONTHS),
+    "activity": lambda rng, pool: rng.choice(vocab.ACTIVITIES),
+    "attr": lambda rng, pool: rng.choice(pool.attributes).phrase,
+    "word": lambda rng, pool: _made_up_word(rng, pool.syllables),
+}
+
+
+def _render(template: str, rng: random.Random, pool: Pools) -> str:
+    return template.format_map({slot: _SLOT_DRAWS[slot](rng, pool) for slot in _slots(template)})
+
+
+def _clean(text: str, forbidden: Sequence[str]) -> bool:
+    folded = text.casefold()
+    return not any(value in folded for value in forbidden)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One message of a history, tagged with why it is there."""
+
+    role: str
+    content: str
+    kind: str  # "fact", "ack", "needle", "pairs", "pair", "distractor", "filler"
+    facts: tuple[int, ...] = ()  # indices into Sample.facts of the statements this message carries
+
+    @property
+    def message(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+    @property
+    def n_tokens(self) -> int:
+        # the byte tokenizer adds a role marker and END around the content
+        return len(self.content.encode("utf-8")) + 2
+
+
+def _size(turns: Iterable[Turn]) -> int:
+    return sum(t.n_tokens for t in turns)
+
+
+class _Distractors(Protocol):
+    def draw(self, rng: random.Random) -> list[Turn]: ...
+    def short(self, rng: random.Random) -> list[Turn]: ...
+
+
+@dataclass(frozen=True)
+class ChatDistractors:
+    """Chit-chat exchanges (user then assistant) that never contain a forbidden (case-folded) value."""
+
+    split: str
+    forbidden: tuple[str, ...] = ()
+
+    def draw(self, rng: random.Random) -> list[Turn]:
+        pool = pools(self.split)
+        for _ in range(_MAX_TRIES):
+            # one to three user sentences, one or two in the reply, never the same template twice in a message
+            user = " ".join(_render(t, rng, pool) for t in rng.sample(pool.user_chat, rng.choice((1, 1, 2, 2, 3))))
+            reply = " ".join(_render(t, rng, pool) for t in rng.sample(pool.assistant_chat, rng.choice((1, 2))))
+            if _clean(user, self.forbidden) and _clean(reply, self.forbidden):
+                return [Turn("user", user, "distractor"), Turn("assistant", reply, "distractor")]
+        raise RuntimeError(f"no clean distractor in {_MAX_TRIES} draws (forbidden values {self.forbidden})")
+
+    def short(self, rng: random.Random) -> list[Turn]:
+        pool = pools(self.split)
+        user, reply = rng.choice(pool.user_short), rng.choice(pool.assistant_short)
+        if not (_clean(user, self.forbidden) and _clean(reply, self.forbidden)):
+            return []
+        return [Turn("user", user, "distractor"), Turn("assistant", reply, "distractor")]
+
+
+@dataclass(frozen=True)
+class FillerDistractors:
+    """User messages of a few filler sentences (no digits, so a numeric pass key cannot leak)."""
+
+    split: str
+    forbidden: tuple[str, ...] = ()
+    sentences: tuple[int, int] = (3, 8)
+
+    def draw(self, rng: random.Random) -> list[Turn]:
+        pool = pools(self.split)
+        for _ in range(_MAX_TRIES):
+            text = " ".join(rng.choice(pool.filler) for _ in range(rng.randint(*self.sentences)))
+            if _clean(text, self.forbidden):
+                return [Turn("user", text, "filler")]
+        raise RuntimeError(f"no clean filler in {_MAX_TRIES} draws (forbidden values {self.forbidden})")
+
+    def short(self, rng: random.Random) -> list[Turn]:
+        text = rng.choice(pools(self.split).filler)
+        return [Turn("user", text, "filler")] if _clean(text, self.forbidden) else []
+
+
+@dataclass(frozen=True)
+class Event:
+    position: int  # distractor tokens emitted before it
+    turns: tuple[Turn, ...]
+
+
+def _fit(source: _Distractors, rng: random.Random, remaining: int) -> list[Turn] | None:
+    """The largest of a few candidates that fits in `remaining` tokens, or None: this keeps the length on target."""
+    candidates = [source.draw(rng) for _ in range(6)] + [source.short(rng) for _ in range(10)]
+    fitting = [c for c in candidates if c and _size(c) <= remaining]
+    return max(fitting, key=_size) if fitting else None
+
+
+@dataclass(frozen=True)
+class History:
+    """A lazy, re-iterable transcript: planted events interleaved with distractors drawn from `seed`.
+
+    Events fire once `position` distractor tokens have been emitted; distractors stop at `budget` tokens
+    (`target_tokens` minus the events' own tokens), short of it by at most one short exchange.
+    """
+
+    events: tuple[Event, ...]
+    distractors: ChatDistractors | FillerDistractors
+    seed: str
+    target_tokens: int
+    budget: int
+
+    def iter_turns(self) -> Iterator[Turn]:
+        rng = random.Random(self.seed)
+        spent = 0
+        pending = iter(self.events)
+        event = next(pending, None)
+        while True:
+            while event is not None and event.position <= spent:
+                yield from event.turns
+                event = next(pending, None)
+            remaining = self.budget - spent
+            if remaining <= 0:
+                break
+            turns = self.distractors.draw(rng)
+            if _size(turns) > remaining:
+                turns = _fit(self.distractors, rng, remaining)
+                if turns is None:
+                    break
+            yield from turns
+            spent += _size(turns)
+        while event is not None:
+            yield from event.turns
+            event = next(pending, None)
+
+    def __iter__(self) -> Iterator[dict[str, str]]:
+        return (turn.message for turn in self.iter_turns())
+
+    def messages(self) -> list[dict[str, str]]:
+        """The whole history as a list: fine for short histories, use iteration for long ones."""
+        return list(self)
+
+    def n_tokens(self) -> int:
+        """Exact encoded length (walks the whole history once)."""
+        return sum(turn.n_tokens for turn in self.iter_turns())
+
+
+def _build_history(
+    placed: Sequence[tuple[float, tuple[Turn, ...]]],
+    distractors: ChatDistractors | FillerDistractors,
+    seed: str,
+    target_tokens: int,
+) -> History:
+    """`placed` holds (depth fraction, turns) sorted by when they must appear."""
+    if target_tokens < 0:
+        raise ValueError(f"target_tokens must be >= 0, got {target_tokens}")
+    # when the planted text alone exceeds the target, the history is just that text, longer than asked
+    budget = max(0, target_tokens - sum(_size(turns) for _, turns in placed))
+    events = tuple(Event(round(frac * budget), turns) for frac, turns in placed)
+    return History(events, distractors, seed, target_tokens, budget)
+
+
+@dataclass(frozen=True)
+class PlantedFact:
+    """One statement planted in a history, in the order they appear."""
+
+    attribute: str  # attribute phrase, "pass key", or recall key
+    value: str
+    kind: str  # value kind
+    depth: float  # planned fraction of the distractor text before it (0 = start, 1 = just before the question)
+    update: bool = False  # it overrides an earlier value of the same attribute
+    superseded: bool = False  # a later statement overrides it
+
+
+@dataclass(frozen=True)
+class Query:
+    question: str
+    answer_value: str  # the exact string to score against
+    answer_text: str  # the full assistant answer, the training target
+    attribute: str
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One generated history with its question. `queries[0]` is the main question; more may follow."""
+
+    task: str
+    split: str
+    seed: int
+    history: History
+    question: str
+    answer_value: str
+    answer_text: str
+    facts: tuple[PlantedFact, ...]
+    depth: float  # planned depth of the statement the main question depends on
+    queries: tuple[Query, ...]
+    target_tokens: int
+
+
+def _sample(task: str, split: str, seed: int, history: History, facts, depth: float, queries) -> Sample:
+    main = queries[0]
+    return Sample(
+        task=task,
+        split=split,
+        seed=seed,
+        history=history,
+        question=main.question,
+        answer_value=main.answer_value,
+        answer_text=main.answer_text,
+        facts=tuple(facts),
+        depth=depth,
+        queries=tuple(queries),
+        target_tokens=history.target_tokens,
+    )
+
+
+def _depth(rng: random.Random, depth: float | None) -> float:
+    if depth is None:
+        return rng.random()
+    if not 0.0 <= depth <= 1.0:
+        raise ValueError(f"depth must be in [0, 1], got {depth}")
+    return float(depth)
+
+
+def _count(rng: random.Random, n: int | tuple[int, int]) -> int:
+    return rng.randint(*n) if isinstance(n, tuple) else n
+
+
+def make_chat_sample(
+    seed: int,
+    *,
+    split: str = "train",
+    target_tokens: int = 4096,
+    depth: float | None = None,
+    n_facts: int | tuple[int, int] = (4, 8),
+    update_prob: float = 0.5,
+    other_update_prob: float = 0.2,
+    max_updates: int = 2,
+    embed_prob: float = 0.3,
+    kinds: Sequence[str] | None = None,
+    others_depth: tuple[float, float] = (0.0, 1.0),
+) -> Sample:
+    """A chat transcript with `n_facts` attributes stated (and some restated with a new value) among chit-chat.
+
+    The main question asks for the first attribute; the last statement of its value sits at `depth` (random when
+    None), and with probability `update_prob` earlier, different values of it come before. Every other attribute is
+    also queried in `queries`, always for its latest value; their statements fall uniformly within `others_depth`.
+    `embed_prob` hides a statement inside chit-chat sentences; `kinds` restricts the value kinds (a curriculum can
+    start with digit codes only).
+    """
+    pool = pools(_check_split(split))
+    rng = random.Random(f"chat:{split}:{seed}")
+    depth = _depth(rng, depth)
+    n = _count(rng, n_facts)
+    attributes = pool.attributes_of(kinds)
+    if not 1 <= n <= len(attributes):
+        raise ValueError(f"n_facts must be between 1 and {len(attributes)}, got {n}")
+    if not 0.0 <= others_depth[0] <= others_depth[1] <= 1.0:
+        raise ValueError(f"others_depth must be a range within [0, 1], got {others_depth}")
+    for _ in range(_MAX_TRIES):
+        plan = _plan_chat(
+            rng, pool, attributes, n, depth, update_prob, other_update_prob, max_updates, embed_prob, others_depth
+        )
+        if plan is not None:
+            placed, facts, queries, forbidden = plan
+            history = _build_history(placed, ChatDistractors(split, forbidden), f"chat:{split}:{seed}:d", target_tokens)
+            return _sample("chat", split, seed, history, facts, depth, queries)
+    raise RuntimeError(f"could not plan a leak-free chat sample in {_MAX_TRIES} tries")
+
+
+def _plan_chat(rng, pool, attributes, n, depth, update_prob, other_update_prob, max_updates, embed_prob, others_depth):
+    """One attempt at a chat plan; None when a value would show up outside its own statement."""
+    chosen = rng.sample(attributes, n)
+    taken: list[str] = []
+    # (depth, order within the attribute, attribute index, value) for every statement
+    statements: list[tuple[float, int, int, str]] = []
+    latest: list[str] = []
+    for index, attribute in enumerate(chosen):
+        p = update_prob if index == 0 else other_update_prob
+        count = 1 + (rng.randint(1, max_updates) if max_updates > 0 and rng.random() < p else 0)
+        values = [_fresh_value(attribute.kind, rng, pool.split, taken) for _ in range(count)]
+        if index == 0:
+            # the main attribute's final value lands exactly at `depth`, its older values before it
+            depths = sorted(rng.uniform(0.0, depth) for _ in range(count - 1)) + [depth]
+        else:
+            depths = sorted(rng.uniform(*others_depth) for _ in range(count))
+        statements.extend((d, order, index, v) for order, (d, v) in enumerate(zip(depths, values)))
+        latest.append(values[-1])
+    # ties keep each attribute's values in order, so "latest" is well defined even at depth 0
+    statements.sort(key=lambda s: (s[0], s[1], s[2]))
+
+    counts = [sum(1 for s in statements if s[2] == i) for i in range(n)]
+    placed, facts = [], []
+    for j, (d, order, index, value) in enumerate(statements):
+        attribute = chosen[index]
+        update = order > 0
+        template = rng.choice(pool.update_templates if update and rng.random() < 0.75 else pool.fact_templates)
+        text = template.format(attr=attribute.phrase, value=value)
+        if rng.random() < embed_prob:
+            text = _embed(text, rng, pool, taken)
+        acks = pool.update_acks if update and rng.random() < 0.5 else pool.acks
+        ack = rng.choice(acks).format(attr=attribute.phrase, value=value)
+        placed.append((d, (Turn("user", text, "fact", (j,)), Turn("assistant", ack, "ack", (j,)))))
+        facts.append(PlantedFact(attribute.phrase, value, attribute.kind, d, update, order < counts[index] - 1))
+
+    queries = []
+    for attribute, value in zip(chosen, latest):
+        question = rng.choice(pool.questions).format(attr=attribute.phrase)
+        answer = rng.choice(pool.answers).format(attr=attribute.phrase, value=value)
+        queries.append(Query(question, value, answer, attribute.phrase))
+
+    # every value must appear only in its own statement: not in another one, not in any question
+    for j, (_, _, _, value) in enumerate(statements):
+        folded = value.casefold()
+        for k, (_, turns) in enumerate(placed):
+            if k != j and any(folded in t.content.casefold() for t in turns):
+                return None
+        if any(folded in q.question.casefold() for q in queries):
+            return None
+    return placed, facts, queries, tuple(taken)
+
+
+def _embed(text: str, rng: random.Random, pool: Pools, forbidden: Sequence[str]) -> str:
+    """Surround a statement with a chit-chat sentence, so facts do not always come alone."""
+    for _ in range(_MAX_TRIES):
+        chat = _render(rng.choice(pool.user_chat), rng, pool)
+        if _clean(chat, forbidden):
+            return f"{chat} {text}" if rng.random() < 0.5 else f"{text} {chat}"
+    return text
+
+
+def make_passkey_sample(
+    seed: int,
+    *,
+    split: str = "train",
+    target_tokens: int = 4096,
+    depth: float | None = None,
+    digits: int = 5,
+) -> Sample:
+    """A pass key of `digits` digits inside filler sentences (user messages), asked for at the end."""
+    pool = pools(_check_split(split))
+    if digits < 1:
+        raise ValueError(f"digits must be >= 1, got {digits}")
+    rng = random.Random(f"passkey:{split}:{seed}")
+    depth = _depth(rng, depth)
+    for _ in range(_MAX_TRIES):
+        # no leading zero: the key reads as a number, as in the round 1/2 experiments
+        value = str(rng.randint(10 ** (digits - 1) if digits > 1 else 0, 10**digits - 1))
+        if value_split(value) == split:
+            break
+    else:
+        raise RuntimeError(f"no {split} pass key of {digits} digits in {_MAX_TRIES} draws")
+    before = [rng.choice(pool.filler) for _ in range(rng.randint(0, 4))]
+    after = [rng.choice(pool.filler) for _ in range(rng.randint(0, 4))]
+    needle = rng.choice(pool.needles).format(value=value)
+    text = " ".join([*before, needle, *after])
+    placed = [(depth, (Turn("user", text, "needle", (0,)),))]
+    facts = [PlantedFact("pass key", value, "code", depth)]
+    answer = rng.choice(pool.passkey_answers).format(value=value)
+    query = Query(rng.choice(pool.passkey_questions), value, answer, "pass key")
+    distractors = FillerDistractors(split, (value.casefold(),))
+    history = _build_history(placed, distractors, f"passkey:{split}:{seed}:d", target_tokens)
+    return _sample("passkey", split, seed, history, facts, depth, [query])
+
+
+def make_recall_sample(
+    seed: int,
+    *,
+    split: str = "train",
+    target_tokens: int = 4096,
+    depth: float | None = None,
+    n_pairs: int = 8,
+    n_queries: int = 4,
+    n_updates: int = 0,
+    layout: str = "block",
+    key_kind: str = "word",
+    value_kind: str = "code",
+) -> Sample:
+    """Multi-query associative recall: `n_pairs` key-value pairs, `n_queries` of them asked.
+
+    layout "block": all pairs in one message at `depth`. layout "spread": one pair per message, the first at `depth`
+    and the rest between it and the end. `n_updates` keys get a new value later (the answer is the latest one).
+    `Sample.depth` is the depth of the latest statement of the main query's key.
+    """
+    pool = pools(_check_split(split))
+    if layout not in ("block", "spread"):
+        raise ValueError(f"unknown layout {layout!r}; expected 'block' or 'spread'")
+    if not 1 <= n_queries <= n_pairs or not 0 <= n_updates <= n_pairs:
+        raise ValueError(f"need 1 <= n_queries <= n_pairs and 0 <= n_updates <= n_pairs, got {n_queries}, {n_updates}")
+    rng = random.Random(f"recall:{split}:{seed}")
+    depth = _depth(rng, depth)
+    taken: list[str] = []
+    keys = [_fresh_value(key_kind, rng, split, taken) for _ in range(n_pairs)]
+    values = [_fresh_value(value_kind, rng, split, taken) for _ in range(n_pairs)]
+
+    # statements as (depth, is update, pair index, value); the first of the spread layout sits at `depth`
+    if layout == "block":
+        statements = [(depth, False, i, values[i]) for i in range(n_pairs)]
+    else:
+        depths = [depth] + [rng.uniform(depth, 1.0) for _ in range(n_pairs - 1)]
+        statements = [(d, False, i, values[i]) for i, d in zip(rng.sample(range(n_pairs), n_pairs), depths)]
+    latest = list(values)
+    for i in rng.sample(range(n_pairs), n_updates):
+        first = next(d for d, _, k, _ in statements if k == i)
+        latest[i] = _fresh_value(value_kind, rng, split, taken)
+        statements.append((rng.uniform(first, 1.0), True, i, latest[i]))
+    # sorting on (depth, is update) keeps every original pair before its update
+    statements.sort(key=lambda s: (s[0], s[1]))
+    last = {i: j for j, (_, _, i, _) in enumerate(statements)}
+    facts = [
+        PlantedFact(keys[i], v, value_kind, d, update, last[i] != j) for j, (d, update, i, v) in enumerate(statements)
+    ]
+
+    placed: list[tuple[float, tuple[Turn, ...]]] = []
+    if layout == "block":
+        in_block = tuple(j for j, s in enumerate(statements) if not s[1])
+        lines = "\n".join(rng.choice(pool.recall_lines).format(key=keys[i], value=values[i]) for i in range(n_pairs))
+        text = f"{rng.choice(pool.recall_intros)}\n{lines}"
+        ack = rng.choice(pool.plain_acks)
+        placed.append((depth, (Turn("user", text, "pairs", in_block), Turn("assistant", ack, "ack", in_block))))
+    for j, (d, update, i, value) in enumerate(statements):
+        if layout == "spread" or update:
+            text = rng.choice(pool.recall_statements).format(key=keys[i], value=value)
+            ack = rng.choice(pool.plain_acks)
+            placed.append((d, (Turn("user", text, "pair", (j,)), Turn("assistant", ack, "ack", (j,)))))
+    # stable sort: the block (appended first) stays ahead of an update at the same depth
+    placed.sort(key=lambda p: p[0])
+
+    asked = rng.sample(range(n_pairs), n_queries)
+    queries = [
+        Query(
+            rng.choice(pool.recall_questions).format(key=keys[i]),
+            latest[i],
+            rng.choice(pool.recall_answers).format(key=keys[i], value=latest[i]),
+            keys[i],
+        )
+        for i in asked
+    ]
+    main_depth = max(d for d, _, i, _ in statements if i == asked[0])
+    history = _build_history(placed, ChatDistractors(split, tuple(taken)), f"recall:{split}:{seed}:d", target_tokens)
+    return _sample("recall", split, seed, history, facts, main_depth, queries)
+
+
+_MAKERS = {"chat": make_chat_sample, "passkey": make_passkey_sample, "recall": make_recall_sample}
+
+
+def make_sample(task: str, seed: int, **kwargs) -> Sample:
+    if task not in _MAKERS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    return _MAKERS[task](seed, **kwargs)
+
+
+def iter_samples(task: str, seed: int = 0, n: int | None = None, **kwargs) -> Iterator[Sample]:
+    """An endless (or `n`-long) stream of samples whose own seeds come from `seed`."""
+    rng = random.Random(f"stream:{task}:{seed}")
+    for _ in itertools.count() if n is None else range(n):
+        yield make_sample(task, rng.getrandbits(63), **kwargs)
+
+
+@dataclass(frozen=True)
+class EncodedQuery:
+    prompt_ids: list[int]  # the question as a user message, then the assistant marker
+    answer_ids: list[int]  # the answer bytes, then END
+
+
+@dataclass(frozen=True)
+class EncodedSample:
+    history_ids: list[int]
+    prompt_ids: list[int]
+    answer_ids: list[int]
+    queries: tuple[EncodedQuery, ...]
+
+
+def encode_answer(answer_text: str) -> list[int]:
+    return [*encode_text(answer_text), END]
+
+
+def encode_sample(sample: Sample) -> EncodedSample:
+    """Token ids of a whole sample. This materialises the history: for long ones stream `iter_history_ids`."""
+    queries = tuple(EncodedQuery(encode_prompt(q.question), encode_answer(q.answer_text)) for q in sample.queries)
+    history_ids = [i for segment in iter_history_ids(sample.history, 1 << 16) for i in segment]
+    return EncodedSample(history_ids, queries[0].prompt_ids, queries[0].answer_ids, queries)
+
+
+def iter_history_ids(history: Iterable[Mapping[str, str]], segment_tokens: int) -> Iterator[list[int]]:
+    """History token ids in segments of exactly `segment_tokens` (the last one may be shorter).
+
+    Segments cut at absolute positions, not at message boundaries; memory stays at about one segment.
+    """
+    if segment_tokens < 1:
+        raise ValueError(f"segment_tokens must be >= 1, got {segment_tokens}")
+    buffer: list[int] = []
+    for message in history:
+        buffer.extend(encode_message(message["role"], message["content"]))
+        if len(buffer) >= segment_tokens:
+            start = 0
+            while len(buffer) - start >= segment_tokens:
+                yield buffer[start : start + segment_tokens]
+                start += segment_tokens
+            del buffer[:start]
+    if buffer:
+        yield buffer
+
+
+__all__ = [
+    "SPLITS", "TASKS", "HELDOUT_FRACTION", "Attribute", "Pools", "Turn", "Event", "History", "ChatDistractors",
+    "FillerDistractors", "PlantedFact", "Query", "Sample", "EncodedQuery", "EncodedSample", "value_split",
+    "all_attributes", "all_syllables", "pools", "draw_value", "make_chat_sample", "make_passkey_sample",
+    "make_recall_sample", "make_sample", "iter_samples", "encode_answer", "encode_sample", "iter_history_ids",
+]
