@@ -94,16 +94,22 @@ class MemoryEngine:
         span: int = 256,
         keep_spans: int = 8,
     ) -> tuple[dict, ConsumeStats]:
-        """Feed tokens through every layer; the memories learn them. Memory use is bounded by the segment size."""
+        """Feed tokens through every layer; the memories learn them. Memory use is bounded by the segment size.
+
+        tokens: a sequence of ids for a state of batch 1, or a LongTensor [B, T] for a state of batch B.
+        """
         stats = stats or ConsumeStats()
-        data = torch.tensor(list(tokens), dtype=torch.long, device=self.device)
-        for start in range(0, len(data), self.segment_tokens):
-            piece = data[start : start + self.segment_tokens].unsqueeze(0)
+        if isinstance(tokens, torch.Tensor):
+            data = tokens.to(self.device, torch.long)
+        else:
+            data = torch.tensor(list(tokens), dtype=torch.long, device=self.device).unsqueeze(0)
+        for start in range(0, data.shape[1], self.segment_tokens):
+            piece = data[:, start : start + self.segment_tokens]
             logits, _, state = self.model(piece, state)
             # surprise of token i+1 given the prefix; the first token of the piece has no prediction in this call
-            nll = F.cross_entropy(logits[0, :-1].float(), piece[0, 1:], reduction="none")
+            nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), piece[:, 1:], reduction="none").mean(0)
             stats.surprise_sum += float(nll.sum())
-            stats.tokens += piece.shape[1]
+            stats.tokens += piece.shape[1]  # per row
             for s in range(0, nll.shape[0], span):
                 window = nll[s : s + span]
                 stats.spans.append((float(window.mean()), stats.tokens - piece.shape[1] + s, int(window.shape[0]) + 1))

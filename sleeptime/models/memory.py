@@ -22,6 +22,10 @@ from sleeptime.kernels.reference import MemoryRule, TitansState
 from sleeptime.models.layers import CausalConv, RMSNorm, inverse_sigmoid
 
 
+# the longest run of tokens projected at once; longer inputs are streamed through in pieces of this size
+MAX_PIECE = 4096
+
+
 @dataclass(frozen=True)
 class MemoryConfig:
     dim: int = 256
@@ -114,6 +118,16 @@ class NeuralMemory(nn.Module):
 
     def forward(self, x: Tensor, state: dict) -> tuple[Tensor, dict]:
         """x [B, T, dim] -> output [B, T, dim] and the new state."""
+        if x.shape[1] > MAX_PIECE:
+            # long inputs go through in pieces: temporaries stay bounded and the result is the same (streaming)
+            outputs = []
+            for start in range(0, x.shape[1], MAX_PIECE):
+                y, state = self._forward(x[:, start : start + MAX_PIECE], state)
+                outputs.append(y)
+            return torch.cat(outputs, dim=1), state
+        return self._forward(x, state)
+
+    def _forward(self, x: Tensor, state: dict) -> tuple[Tensor, dict]:
         B, T, _ = x.shape
         q, k, v, conv_cache = self._project(x, state["conv"])
         gates = self._gates(x)

@@ -214,3 +214,38 @@ class TitansLM(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def split_state(state: dict) -> list[dict]:
+    """A batched state as one state per row: every tensor in a state has the batch first."""
+    from sleeptime.kernels.reference import TitansState
+
+    def pick(obj, i):
+        if isinstance(obj, Tensor):
+            return obj[i : i + 1]
+        if isinstance(obj, TitansState):
+            return TitansState(pick(obj.weights, i), pick(obj.momentum, i), pick(obj.pending, i))
+        if isinstance(obj, dict):
+            return {k: pick(v, i) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [pick(v, i) for v in obj]
+        return obj
+
+    first = state["layers"][0]
+    batch = _batch_size(first)
+    return [pick(state, i) for i in range(batch)]
+
+
+def _batch_size(obj) -> int:
+    from sleeptime.kernels.reference import TitansState
+
+    if isinstance(obj, Tensor):
+        return obj.shape[0]
+    values = obj.weights if isinstance(obj, TitansState) else obj.values() if isinstance(obj, dict) else obj
+    for v in values:
+        if v is not None and not isinstance(v, (int, float, str)):
+            try:
+                return _batch_size(v)
+            except ValueError:
+                continue
+    raise ValueError("state holds no tensor")

@@ -1,0 +1,128 @@
+"""Speed measurements behind `sleeptime bench`: each figure is taken in a fresh subprocess, so that its peak RSS is
+its own, and printed as one JSON object per run.
+
+memory: consolidation throughput of one memory layer alone (no grad), config A of ARCHITECTURE.md §6
+(width 256, 4 heads of 64, depth 2, expansion 4, chunk 64), fed in one call or in 512-token segments; when
+titans-pytorch is installed (the `bench` extra) its NeuralMemory runs on the same input in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+
+import torch
+
+from sleeptime.models.memory import MemoryConfig, NeuralMemory
+
+CONFIG_A = MemoryConfig(dim=256, heads=4, head_dim=64, depth=2, expansion=4, chunk_size=64)
+# longest input fed in one call: beyond it the input tensor alone (tokens x 256 fp32) outgrows the 1 GB budget
+ONE_CALL_LIMIT = 262_144
+# input is generated in blocks of this many tokens, so that the 2M-token runs never hold the whole input
+BLOCK = 65536
+
+
+def peak_rss_mb() -> float:
+    # ru_maxrss is in KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _inputs(tokens: int, dim: int, seed: int):
+    """Deterministic input features, block by block."""
+    g = torch.Generator().manual_seed(seed)
+    for start in range(0, tokens, BLOCK):
+        yield torch.randn(1, min(BLOCK, tokens - start), dim, generator=g)
+
+
+def _sleeptime_runner(cfg: MemoryConfig):
+    layer = NeuralMemory(cfg).eval()
+    state = layer.initial_state(1)
+
+    def step(x):
+        nonlocal state
+        _, state = layer(x, state)
+
+    return step
+
+
+def _titans_pytorch_runner(cfg: MemoryConfig):
+    from titans_pytorch import NeuralMemory as LucidrainsMemory
+
+    mem = LucidrainsMemory(dim=cfg.dim, dim_head=cfg.head_dim, heads=cfg.heads, chunk_size=cfg.chunk_size).eval()
+    state = None
+
+    def step(x):
+        nonlocal state
+        _, state = mem(x, state=state)
+
+    return step
+
+
+def run_memory(impl: str, tokens: int, mode: str, segment: int = 512, threads: int = 2, seed: int = 0) -> dict:
+    """One measurement in this process."""
+    torch.set_num_threads(threads)
+    # decayed momentum drifts into subnormal floats, which x86 handles ~100x slower
+    torch.set_flush_denormal(True)
+    cfg = CONFIG_A
+    make = _sleeptime_runner if impl == "sleeptime" else _titans_pytorch_runner
+    if mode == "one-call":
+        x = torch.cat(list(_inputs(tokens, cfg.dim, seed)), dim=1)
+        pieces = [x]
+    elif mode == "segments":
+        pieces = (block[:, s : s + segment] for block in _inputs(tokens, cfg.dim, seed) for s in range(0, block.shape[1], segment))
+    else:
+        raise ValueError(f"unknown mode {mode!r}; expected one-call or segments")
+    with torch.no_grad():
+        # warm-up on a throwaway memory: first-call allocations and kernel selection
+        torch.manual_seed(seed)
+        make(cfg)(torch.randn(1, 2 * segment, cfg.dim))
+        torch.manual_seed(seed)
+        step = make(cfg)
+        start = time.perf_counter()
+        for piece in pieces:
+            step(piece)
+        seconds = time.perf_counter() - start
+    return {
+        "impl": impl,
+        "mode": mode,
+        "tokens": tokens,
+        "segment": segment if mode == "segments" else tokens,
+        "seconds": round(seconds, 3),
+        "tokens_per_s": round(tokens / seconds, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "threads": threads,
+        "config": asdict(cfg),
+        "torch": torch.__version__,
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+    }
+
+
+def titans_pytorch_available() -> bool:
+    try:
+        import titans_pytorch  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def run_memory_subprocess(impl: str, tokens: int, mode: str, segment: int, threads: int, timeout: float) -> dict:
+    cmd = [sys.executable, "-m", "sleeptime.bench", impl, str(tokens), mode, str(segment), str(threads)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"impl": impl, "mode": mode, "tokens": tokens, "error": f"timed out after {timeout:.0f} s"}
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["failed"])[-1]
+        return {"impl": impl, "mode": mode, "tokens": tokens, "error": last}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    impl, tokens, mode, segment, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    print(json.dumps(run_memory(impl, tokens, mode, segment, threads)))

@@ -1,0 +1,107 @@
+"""Recall against history length, through the daemon's own path: consolidate the history into a state with
+`MemoryEngine.consume`, then answer the question with `MemoryEngine.answer` (no tail: everything is in the state).
+
+A hit is an exact match of the expected value inside the generated answer. Samples come from the held-out split.
+Histories of one cell are consolidated together as one batch; rows shorter than the longest are left-padded with
+PAD tokens (at most a few dozen tokens in front of histories of thousands).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sleeptime.models import tokenizer
+from sleeptime.models.engine import MemoryEngine
+from sleeptime.models.titans import split_state
+from sleeptime.training.data import iter_history_ids, make_sample
+
+DEFAULT_LENGTHS = (4096, 32768, 262144, 1048576, 2097152)
+
+
+@dataclass
+class Cell:
+    task: str
+    tokens: int
+    n: int
+    hits: int
+    seconds: float
+    examples: list[tuple[str, str]]  # (expected, answered), a few for the report
+
+    @property
+    def accuracy(self) -> float:
+        return self.hits / self.n if self.n else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "task": self.task, "tokens": self.tokens, "n": self.n, "hits": self.hits,
+            "accuracy": round(self.accuracy, 3), "seconds": round(self.seconds, 1), "examples": self.examples[:3],
+        }
+
+
+def _history_array(sample) -> np.ndarray:
+    parts = [np.asarray(seg, dtype=np.int32) for seg in iter_history_ids(sample.history, 65536)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+
+
+def evaluate_cell(
+    engine: MemoryEngine, task: str, tokens: int, n: int, seed: int = 10_000, batch: int = 8,
+    max_answer_tokens: int = 48, progress: Callable[[int], None] | None = None,
+) -> Cell:
+    start = time.monotonic()
+    hits, examples = 0, []
+    for first in range(0, n, batch):
+        samples = [make_sample(task, seed + i, split="heldout", target_tokens=tokens) for i in range(first, min(n, first + batch))]
+        histories = [_history_array(s) for s in samples]
+        length = max(len(h) for h in histories)
+        ids = np.full((len(samples), length), tokenizer.PAD, dtype=np.int64)
+        for r, h in enumerate(histories):
+            ids[r, length - len(h) :] = h
+        state = engine.model.initial_state(len(samples))
+        state, _ = engine.consume(state, torch.from_numpy(ids), progress=progress)
+        for sample, row_state in zip(samples, split_state(state)):
+            answer = engine.answer(row_state, sample.question, max_new_tokens=max_answer_tokens)
+            hit = sample.answer_value in answer
+            hits += hit
+            examples.append((sample.answer_value, answer))
+    return Cell(task, tokens, n, hits, time.monotonic() - start, examples)
+
+
+def evaluate(
+    engine: MemoryEngine, tasks: Sequence[str] = ("passkey", "chat"), lengths: Sequence[int] = DEFAULT_LENGTHS,
+    n: int = 20, batch: int = 8, on_cell: Callable[[Cell], None] | None = None,
+) -> list[Cell]:
+    cells = []
+    for task in tasks:
+        for tokens in lengths:
+            cell = evaluate_cell(engine, task, tokens, n, batch=batch)
+            cells.append(cell)
+            if on_cell:
+                on_cell(cell)
+    return cells
+
+
+def plot(results: dict[str, list[dict]], path: str) -> None:
+    """results: label -> list of cell dicts; one line per (label, task), accuracy against log history length."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, cells in results.items():
+        for task in sorted({c["task"] for c in cells}):
+            rows = sorted((c["tokens"], c["accuracy"]) for c in cells if c["task"] == task)
+            ax.plot([r[0] for r in rows], [r[1] for r in rows], marker="o", label=f"{label} · {task}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("history length (tokens = bytes)")
+    ax.set_ylabel("exact-match recall (held-out)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)

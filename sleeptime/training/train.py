@@ -1,0 +1,243 @@
+"""Training: the outer loop learns the projections, gates and attention through the inner memory updates.
+
+The recipe follows research/feasibility.md: a curriculum of stages, each a mix of tasks at one history length.
+Short stages backpropagate through the whole sequence; long stages stream the history: the prefix is consumed
+without gradients (state carried: memory, conv and attention caches) and only the last `window` tokens, which hold
+the question and the answer, are backpropagated. A stage ends after `steps` steps, or earlier once the running
+teacher-forced exact match on answers reaches `advance_at` (stage by skill, not by time).
+
+Loss: cross-entropy on the answer bytes, plus `lm_weight` times the mean next-byte loss elsewhere.
+Checkpoints (model and optimizer, safetensors) are written every `save_every` steps; a run resumes from them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from sleeptime.models import checkpoint, tokenizer
+from sleeptime.models.memory import MemoryConfig
+from sleeptime.models.titans import ModelConfig, TitansLM
+from sleeptime.training.data import encode_answer, make_sample
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    tasks: dict[str, float]  # task -> share of the batch
+    history_tokens: int
+    batch: int
+    steps: int
+    window: int = 0  # backpropagated tokens at the end of each sequence; 0 = the whole sequence
+    advance_at: float | None = None
+    task_options: dict[str, dict] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelConfig
+    stages: tuple[Stage, ...]
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup: int = 50
+    weight_decay: float = 0.1
+    clip: float = 1.0
+    lm_weight: float = 0.2
+    prefix_segment: int = 2048  # tokens per no-grad call while streaming a long prefix
+    save_every: int = 50
+    seed: int = 0
+
+    @property
+    def total_steps(self) -> int:
+        return sum(s.steps for s in self.stages)
+
+
+def _delta_model(dim: int, layers: int, variant: str, memory_heads: int, head_dim: int, window: int) -> ModelConfig:
+    # forgetting starts near zero: a history of 2M tokens must survive (1 - alpha)^2M, so decay is learned from ~0 up
+    memory = MemoryConfig(dim=dim, heads=memory_heads, head_dim=head_dim, kind="delta", chunk_size=64, alpha_init=1e-5)
+    return ModelConfig(
+        variant=variant, dim=dim, layers=layers, heads=max(1, dim // 64), mlp_hidden=2 * dim, window=window,
+        memory=memory,
+    )
+
+
+SHORT_CHAT = {"chat": {"n_facts": (1, 3), "update_prob": 0.3}}
+
+
+def preset(name: str, variant: str | None = None) -> TrainConfig:
+    """Named recipes. `variant` swaps the architecture (e.g. "swa" trains the memory-off baseline)."""
+    if name == "tiny":
+        model = _delta_model(dim=32, layers=2, variant="mal", memory_heads=2, head_dim=16, window=32)
+        stages = (
+            Stage("copy", {"passkey": 1.0}, history_tokens=96, batch=4, steps=6),
+            Stage("stream", {"passkey": 0.5, "chat": 0.5}, history_tokens=400, batch=2, steps=4, window=160),
+        )
+        cfg = TrainConfig(model=model, stages=stages, save_every=5, warmup=2, prefix_segment=128)
+    elif name == "demo":
+        model = _delta_model(dim=128, layers=2, variant="mal", memory_heads=2, head_dim=64, window=128)
+        stages = (
+            Stage("near", {"passkey": 0.4, "chat": 0.4, "recall": 0.2}, 448, batch=12, steps=400, advance_at=0.9,
+                  task_options=SHORT_CHAT),
+            Stage("1k", {"passkey": 0.4, "chat": 0.4, "recall": 0.2}, 960, batch=8, steps=300, advance_at=0.8,
+                  task_options=SHORT_CHAT),
+            Stage("4k", {"passkey": 0.4, "chat": 0.6}, 4096, batch=8, steps=300, window=1024, advance_at=0.8),
+            Stage("16k", {"passkey": 0.4, "chat": 0.6}, 16384, batch=8, steps=400, window=1024, advance_at=0.8),
+            Stage("32k", {"passkey": 0.3, "chat": 0.7}, 32768, batch=8, steps=2000, window=1024),
+        )
+        cfg = TrainConfig(model=model, stages=stages)
+    else:
+        raise ValueError(f"unknown preset {name!r}; expected tiny or demo")
+    if variant:
+        cfg = replace(cfg, model=replace(cfg.model, variant=variant))
+    return cfg
+
+
+def make_batch(stage: Stage, rng: random.Random, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids [B, L] and answer mask [B, L] (True where the *target* is an answer byte); rows are left-padded."""
+    tasks, weights = zip(*stage.tasks.items())
+    rows = []
+    for _ in range(stage.batch):
+        task = rng.choices(tasks, weights)[0]
+        options = stage.task_options.get(task, {})
+        sample = make_sample(task, rng.randrange(2**31), split=split, target_tokens=stage.history_tokens, **options)
+        history = [i for m in sample.history for i in tokenizer.encode_message(m["role"], m["content"])]
+        prompt = tokenizer.encode_prompt(sample.question)
+        answer = encode_answer(sample.answer_text)
+        rows.append((history + prompt, answer))
+    length = max(len(h) + len(a) for h, a in rows)
+    ids = torch.full((len(rows), length), tokenizer.PAD, dtype=torch.long)
+    is_answer = torch.zeros(len(rows), length, dtype=torch.bool)
+    for r, (head, answer) in enumerate(rows):
+        seq = head + answer
+        ids[r, length - len(seq) :] = torch.tensor(seq)
+        is_answer[r, length - len(answer) :] = True
+    return ids, is_answer
+
+
+def batch_loss(
+    model: TitansLM, ids: torch.Tensor, is_answer: torch.Tensor, window: int, prefix_segment: int, lm_weight: float
+) -> tuple[torch.Tensor, float]:
+    """Loss over the backpropagated window and the teacher-forced exact match of the answers."""
+    B, L = ids.shape
+    state = model.initial_state(B)
+    start = 0 if window <= 0 or window >= L else L - window
+    if start:
+        with torch.no_grad():
+            for a in range(0, start, prefix_segment):
+                _, _, state = model(ids[:, a : min(start, a + prefix_segment)], state)
+    inputs, targets = ids[:, start:-1], ids[:, start + 1 :]
+    answer = is_answer[:, start + 1 :]
+    logits, _, _ = model(inputs, state)
+    nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # [B, T]
+    other = ~answer & (targets != tokenizer.PAD)
+    loss = (nll * answer).sum() / answer.sum().clamp_min(1) + lm_weight * (nll * other).sum() / other.sum().clamp_min(1)
+    with torch.no_grad():
+        right = (logits.argmax(-1) == targets) | ~answer
+        exact = right.all(dim=1).float().mean().item()
+    return loss, exact
+
+
+def _lr(cfg: TrainConfig, step: int) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.total_steps - cfg.warmup))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def _save(out: Path, model: TitansLM, opt: torch.optim.Optimizer, progress: dict) -> None:
+    tmp_model, tmp_opt = out / "model.safetensors.tmp", out / "optimizer.safetensors.tmp"
+    checkpoint.save_model(model, tmp_model, step=progress["step"], extra={"progress": progress})
+    tensors = {}
+    for i, (p, s) in enumerate((p, opt.state[p]) for g in opt.param_groups for p in g["params"]):
+        for key, value in s.items():
+            tensors[f"{i}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    save_file(tensors, str(tmp_opt), metadata={"progress": json.dumps(progress)})
+    # rename last, so that a kill mid-save leaves the previous checkpoint whole
+    tmp_opt.replace(out / "optimizer.safetensors")
+    tmp_model.replace(out / "model.safetensors")
+
+
+def _resume(out: Path, model: TitansLM, opt: torch.optim.Optimizer) -> dict | None:
+    model_file, opt_file = out / "model.safetensors", out / "optimizer.safetensors"
+    if not (model_file.exists() and opt_file.exists()):
+        return None
+    model.load_state_dict(load_file(str(model_file)))
+    saved = load_file(str(opt_file))
+    for i, p in enumerate(p for g in opt.param_groups for p in g["params"]):
+        keys = [k for k in saved if k.split(".", 1)[0] == str(i)]
+        opt.state[p] = {k.split(".", 1)[1]: saved[k] for k in keys}
+    return json.loads(checkpoint.read_model_metadata(model_file)["progress"])
+
+
+def train(
+    cfg: TrainConfig,
+    out: Path,
+    device: str = "cpu",
+    max_minutes: float | None = None,
+    on_step: Callable[[dict], None] | None = None,
+) -> dict:
+    """Run (or resume) the curriculum; returns the final progress record. Writes out/model.safetensors."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps({"model": cfg.model.to_dict(), "train": _describe(cfg)}, indent=1))
+    torch.manual_seed(cfg.seed)
+    model = TitansLM(cfg.model).to(device)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "init" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "init" not in n)]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.95),
+    )
+    progress = _resume(out, model, opt) or {"step": 0, "stage": 0, "stage_step": 0, "seconds": 0.0, "exact": 0.0}
+    rng = random.Random(f"{cfg.seed}-{progress['step']}")
+    started = time.monotonic()
+    seconds_before = progress["seconds"]
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
+    running = progress.get("exact", 0.0)
+    while progress["stage"] < len(cfg.stages):
+        stage = cfg.stages[progress["stage"]]
+        if max_minutes is not None and (time.monotonic() - started) / 60 >= max_minutes:
+            break
+        ids, is_answer = make_batch(stage, rng)
+        ids, is_answer = ids.to(device), is_answer.to(device)
+        for group in opt.param_groups:
+            group["lr"] = _lr(cfg, progress["step"])
+        with amp:
+            loss, exact = batch_loss(model, ids, is_answer, stage.window, cfg.prefix_segment, cfg.lm_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        opt.step()
+        running = 0.9 * running + 0.1 * exact
+        progress.update(
+            step=progress["step"] + 1, stage_step=progress["stage_step"] + 1, loss=round(loss.item(), 4),
+            exact=round(running, 3), seconds=round(seconds_before + time.monotonic() - started, 1),
+        )
+        done_by_skill = stage.advance_at is not None and running >= stage.advance_at and progress["stage_step"] >= 20
+        if progress["stage_step"] >= stage.steps or done_by_skill:
+            log.info("stage %s done after %d steps (exact %.2f)", stage.name, progress["stage_step"], running)
+            progress.update(stage=progress["stage"] + 1, stage_step=0, exact=0.0)
+            running = 0.0
+        if on_step:
+            on_step(dict(progress, stage_name=stage.name))
+        if progress["step"] % cfg.save_every == 0 or progress["stage"] >= len(cfg.stages):
+            _save(out, model, opt, progress)
+    _save(out, model, opt, progress)
+    return progress
+
+
+def _describe(cfg: TrainConfig) -> dict:
+    d = asdict(cfg)
+    d.pop("model")
+    return d
