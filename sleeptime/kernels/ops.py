@@ -1,20 +1,38 @@
 """The one entry point to the memory update: Triton on CUDA tensors, the plain-torch reference elsewhere.
 
 `SLEEPTIME_KERNELS=torch|triton|auto` (default auto) forces a path; the model and the jobs call only this module.
+auto takes Triton for CUDA tensors when triton imports. triton on CPU tensors runs the kernels under Triton's
+interpreter, which must be switched on (TRITON_INTERPRET=1) before the first kernel module is imported.
+Whatever the choice, a call that Triton does not cover goes to the reference: one that needs gradients (the kernels
+are forward-only), a rule or head size without a kernel (`triton_titans.supports`), or fp64 inputs.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 
+import torch
 from torch import Tensor
 
 from sleeptime.kernels import reference
 from sleeptime.kernels.reference import MemoryRule, TitansState
 
+log = logging.getLogger(__name__)
+
 titans_init_state = reference.titans_init_state
 titans_retrieve = reference.titans_retrieve
 titans_flush = reference.titans_flush
+
+
+@functools.cache
+def _triton_imports() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def backend(t: Tensor) -> str:
@@ -22,17 +40,37 @@ def backend(t: Tensor) -> str:
     choice = os.environ.get("SLEEPTIME_KERNELS", "auto").lower()
     if choice not in ("auto", "torch", "triton"):
         raise ValueError(f"SLEEPTIME_KERNELS must be auto, torch or triton, got {choice!r}")
-    return "torch" if choice == "auto" else choice
+    if choice == "auto":
+        return "triton" if t.is_cuda and _triton_imports() else "torch"
+    if choice == "triton":
+        if not _triton_imports():
+            raise RuntimeError("SLEEPTIME_KERNELS=triton but triton does not import")
+        if not t.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+            raise RuntimeError("SLEEPTIME_KERNELS=triton on CPU tensors needs Triton's interpreter: TRITON_INTERPRET=1")
+    return choice
+
+
+def _needs_grad(*tensors: Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def titans_update(
     state: TitansState, q: Tensor, k: Tensor, v: Tensor, gates: dict[str, Tensor], rule: MemoryRule,
     chunk_size: int, norm_weight: Tensor | None = None,
 ) -> tuple[Tensor, TitansState]:
+    if backend(k) == "triton":
+        from sleeptime.kernels import triton_titans
+
+        tensors = (q, k, v, norm_weight, *gates.values(), *state.weights, *state.momentum)
+        fp64 = any(t is not None and t.dtype == torch.float64 for t in tensors)
+        if not fp64 and not _needs_grad(*tensors) and triton_titans.supports(rule, k.shape[-1]):
+            return triton_titans.titans_update(state, q, k, v, gates, rule, chunk_size, norm_weight)
+        log.debug("titans_update: the reference runs (grad, fp64 or a rule without a Triton kernel)")
     return reference.titans_update(state, q, k, v, gates, rule, chunk_size, norm_weight)
 
 
 def delta_update(
     state: Tensor, q: Tensor, k: Tensor, v: Tensor, beta: Tensor, alpha: Tensor, chunk_size: int = 64
 ) -> tuple[Tensor, Tensor]:
+    # TODO(issue "Triton kernels for the memory update"): a Triton delta-rule kernel; the reference runs meanwhile
     return reference.delta_update(state, q, k, v, beta, alpha, chunk_size)

@@ -1,0 +1,184 @@
+"""The Titans memory update, forward: Triton vs the torch reference vs torch.compile of the reference.
+
+For each chunk size the script first checks the kernel against the reference in float64 on a short prefix, then
+times the three implementations on the full input and reports tokens/s and achieved TFLOP/s under the FLOP model
+below. A check above tolerance exits with status 1 after writing the table.
+
+    python benchmarks/gpu_kernels.py --out results/gpu_kernels.md                 # a GPU: 16 heads of 64, 64K tokens
+    TRITON_INTERPRET=1 python benchmarks/gpu_kernels.py --smoke --out /tmp/k.md   # CPU, tiny, slow (tests/kernels)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sleeptime.kernels import reference  # noqa: E402
+from sleeptime.kernels.reference import MemoryRule, TitansState  # noqa: E402
+
+# relative RMSE allowed against the fp64 reference, by the kernel's matmul-input precision
+TOLERANCE = {"ieee": 1e-5, "tf32": 5e-3, "bf16": 3e-2}
+
+
+def flops_per_token_head(d: int, expansion: int, depth: int, b: int) -> int:
+    """Forward FLOPs per token and head of the chunked update with momentum and exact per-token retrieval.
+
+    One multiply-add is 2 FLOPs. With layer shapes d_in x d_out, P = sum d_in d_out and W = sum (d_in + d_out):
+      key forward at the chunk-start weights       Z^l = X^l A^l                        2P
+      error rows below the output layer            E^l = (E^{l+1} A^{l+1 T}) o act'     2(P - P_1)
+      new A and S: X^T diag(c) E, X^T diag(s) E    two GEMMs reducing over b tokens      4P
+      retrieval from the chunk-start state         beta X A + f X S                     4P
+      retrieval, intra-chunk term per layer        (C o Xq X^T) E: b d_in + b d_out     2bW
+      the decay kernel C = (A o L)(E o L)          a b x b x b product per chunk        2b^2
+    Elementwise work (activations, LayerNorm, gates) is left out. Causal halves are counted in full, as computed.
+    """
+    hidden = expansion * d
+    shapes = [(d, d)] if depth == 1 else [(d, hidden)] + [(hidden, hidden)] * (depth - 2) + [(hidden, d)]
+    P = sum(i * o for i, o in shapes)
+    W = sum(i + o for i, o in shapes)
+    return 2 * P + 2 * (P - shapes[0][0] * shapes[0][1]) + 4 * P + 4 * P + 2 * b * W + 2 * b * b
+
+
+def make_inputs(B, H, T, D, rule, device, seed=42):
+    g = torch.Generator().manual_seed(seed)
+    rand = lambda *s: torch.rand(*s, generator=g)  # noqa: E731
+    init = [torch.randn(H, i, o, generator=g) / i**0.5 for i, o in rule.layer_shapes(D)]
+    state = reference.titans_init_state(init, B, rule)
+    state = TitansState([w.to(device) for w in state.weights], [s.to(device) for s in state.momentum], {})
+    q, k, v = (F.normalize(torch.randn(B, H, T, D, generator=g), dim=-1).to(device) for _ in range(3))
+    gates = {"theta": 0.1 * rand(B, H, T), "alpha": 0.1 * rand(B, H, T), "eta": rand(B, H, T)}
+    gates = {n: x.to(device) for n, x in gates.items()}
+    norm_weight = (1 + 0.1 * torch.randn(H, D, generator=g)).to(device)
+    return state, q, k, v, gates, norm_weight
+
+
+def rel_rmse(ref: torch.Tensor, x: torch.Tensor) -> float:
+    ref, x = ref.double(), x.double()
+    return ((ref - x).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt()).item()
+
+
+def check(triton_titans, rule, inputs, chunk, precision) -> float:
+    """Largest relative RMSE of the kernel (y and every state) against the fp64 reference."""
+    state, q, k, v, gates, nw = inputs
+    wide = lambda x: x.double()  # noqa: E731
+    state64 = TitansState([wide(w) for w in state.weights], [wide(s) for s in state.momentum], {})
+    y64, s64 = reference.titans_update(
+        state64, wide(q), wide(k), wide(v), {n: wide(x) for n, x in gates.items()}, rule, chunk, wide(nw)
+    )
+    y, s = triton_titans.titans_update(state, q, k, v, gates, rule, chunk, nw, precision=precision)
+    errors = [rel_rmse(y64, y)] + [rel_rmse(a, b) for a, b in zip(s64.weights + s64.momentum, s.weights + s.momentum)]
+    return max(errors)
+
+
+def timed(fn, device) -> float:
+    """Seconds for one call, after the caller's warm-up."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="markdown table written here")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, for the CPU under TRITON_INTERPRET=1")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--heads", type=int, default=16)
+    parser.add_argument("--head-dim", type=int, default=64)
+    parser.add_argument("--tokens", type=int, default=65536)
+    parser.add_argument("--depth", type=int, default=2)
+    parser.add_argument("--expansion", type=int, default=4)
+    parser.add_argument("--chunks", type=int, nargs="+", default=[16, 64, 256])
+    parser.add_argument("--precision", nargs="+", default=["ieee", "tf32"], choices=sorted(TOLERANCE))
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile of the reference")
+    args = parser.parse_args(argv)
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        parser.error("without CUDA the kernels need Triton's interpreter: set TRITON_INTERPRET=1")
+    if args.smoke:
+        args.batch, args.heads, args.head_dim, args.tokens, args.chunks = 1, 2, 16, 96, [16, 32]
+        args.precision, args.no_compile = ["ieee"], True
+    # imported after the interpreter switch is known: @triton.jit reads it at decoration time
+    from sleeptime.kernels import triton_titans
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    rule = MemoryRule(depth=args.depth, expansion=args.expansion)
+    B, H, T, D = args.batch, args.heads, args.tokens, args.head_dim
+    inputs = make_inputs(B, H, T, D, rule, device)
+    state, q, k, v, gates, nw = inputs
+    card = torch.cuda.get_device_name() if device == "cuda" else "CPU (Triton interpreter)"
+    print(f"{card}: B={B} H={H} D={D} T={T} depth={rule.depth} expansion={rule.expansion}", flush=True)
+
+    compiled_chunk = None
+    rows, failed = [], False
+    for chunk in args.chunks:
+        # the check runs on a prefix of a few chunks (plus a partial one): fp64 at full length is slow
+        n_check = min(T, 4 * chunk + chunk // 2)
+        short = (state, q[:, :, :n_check], k[:, :, :n_check], v[:, :, :n_check],
+                 {n: x[:, :, :n_check] for n, x in gates.items()}, nw)
+        flop = flops_per_token_head(D, rule.expansion, rule.depth, chunk) * B * H * T
+        def runner(fn, warm_chunks=2, **kw):
+            # a short call warms up (compiles) each implementation outside the timing
+            n = min(T, warm_chunks * chunk)
+            warm_inputs = (state, q[:, :, :n], k[:, :, :n], v[:, :, :n], {g: x[:, :, :n] for g, x in gates.items()})
+            return lambda warm=False: fn(*(warm_inputs if warm else (state, q, k, v, gates)), rule, chunk, nw, **kw)
+
+        variants = []
+        for precision in args.precision:
+            err = check(triton_titans, rule, short, chunk, precision)
+            failed |= err > TOLERANCE[precision]
+            variants.append((f"triton {precision}", runner(triton_titans.titans_update, precision=precision), err))
+        variants.append(("torch reference", runner(reference.titans_update), None))
+        if not args.no_compile:
+            if compiled_chunk is None:
+                compiled_chunk = torch.compile(reference._titans_chunk, dynamic=False)
+
+            def with_compiled_chunk(*a):
+                # titans_update looks _titans_chunk up at call time: swap in the compiled one for this call only
+                eager, reference._titans_chunk = reference._titans_chunk, compiled_chunk
+                try:
+                    return reference.titans_update(*a)
+                finally:
+                    reference._titans_chunk = eager
+
+            # a full window of chunks: the coefficient slices' strides, which dynamo guards on, depend on its length
+            variants.append(("torch.compile reference", runner(with_compiled_chunk, reference.WINDOW_CHUNKS), None))
+        for name, fn, err in variants:
+            fn(warm=True)
+            seconds = timed(fn, device)
+            tok_s = B * T / seconds
+            tflops = flop / seconds / 1e12
+            check_txt = "-" if err is None else f"{err:.1e}"
+            rows.append(f"| {chunk} | {name} | {tok_s:,.0f} | {seconds * 1e3:,.1f} | {tflops:.3g} | {check_txt} |")
+            print(rows[-1], flush=True)
+
+    header = [
+        f"Titans memory update, forward, on {card}: B={B}, H={H}, D={D}, T={T}, depth {rule.depth}, "
+        f"expansion {rule.expansion}, l2 bias, decay, momentum, residual LayerNorm.",
+        "TFLOP/s counts flops_per_token_head() (benchmarks/gpu_kernels.py); check = worst relative RMSE of y and "
+        "the states against the fp64 reference on a prefix.",
+        "",
+        "| chunk | implementation | tokens/s | ms | TFLOP/s | check |",
+        "|---|---|---|---|---|---|",
+    ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(header + rows) + "\n")
+    if failed:
+        print("kernel check above tolerance", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
