@@ -13,6 +13,8 @@ from sleeptime import SleeptimeError
 from sleeptime.db.engine import make_engine, write_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# an arbitrary constant: the advisory lock key that serialises concurrent upgrades on PostgreSQL
+MIGRATION_LOCK = 0x5EE97113
 
 
 def _config() -> Config:
@@ -38,6 +40,9 @@ def upgrade(target: str | URL | Engine) -> None:
     config = _config()
     # DDL is a write: on SQLite it must hold the write lock for the whole migration
     with write_engine(engine).begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # two processes starting at once: the second waits here, then finds the schema at head
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
     if not isinstance(target, Engine):
@@ -48,4 +53,5 @@ def require_current(engine: Engine) -> None:
     """Refuse to run on a database that is missing or older than this code."""
     current, head = current_revision(engine), head_revision()
     if current != head:
-        raise SleeptimeError(f"database schema is at {current or 'nothing'}, this version needs {head}: run `sleeptime init`")
+        found = current or "no schema"
+        raise SleeptimeError(f"database schema is at {found}, this version needs {head}: run `sleeptime init`")

@@ -1,0 +1,853 @@
+"""Store: every database operation sleeptime needs, by name. No Session, row or SQL leaves this module.
+
+Writes run in short transactions that take their locks up front (BEGIN IMMEDIATE on SQLite, row locks on
+PostgreSQL), so several processes may write one database: they queue rather than fail.
+"""
+
+import hashlib
+import json
+import logging
+import re
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import Engine, and_, delete, exists, func, insert, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL
+from sqlalchemy.orm import Session, aliased, sessionmaker, undefer
+
+from sleeptime.db import models as m
+from sleeptime.db.engine import make_engine, write_engine
+from sleeptime.db.errors import CorruptCheckpoint, HeadConflict, InvalidInput, UnknownContext, UnknownVersion
+from sleeptime.db.migrate import require_current, upgrade
+from sleeptime.db.records import (
+    Anticipated,
+    ApiKeyInfo,
+    Checkpoint,
+    CheckpointInfo,
+    ContextInfo,
+    Job,
+    MessageRecord,
+    Pending,
+    Precomputed,
+    RunInfo,
+)
+from sleeptime.db.text import normalize_question
+
+log = logging.getLogger(__name__)
+
+CONTEXT_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+MAX_QUESTION_BYTES = 8192
+API_KEY_PREFIX = "st_"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _check_name(what: str, name: object) -> str:
+    if not isinstance(name, str) or not CONTEXT_NAME.fullmatch(name):
+        raise InvalidInput(f"invalid {what} name {name!r}: use 1-128 characters from A-Z a-z 0-9 _ . : @ -")
+    return name
+
+
+def _check_text(what: str, value: object, max_bytes: int) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what}: expected text, got {type(value).__name__}")
+    if not value.strip():
+        raise InvalidInput(f"{what} is empty")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{what} is not valid UTF-8 (lone surrogate)") from None
+    if size > max_bytes:
+        raise InvalidInput(f"{what} is {size} bytes, over the limit of {max_bytes}")
+    # PostgreSQL text cannot hold NUL; refuse it everywhere so both backends agree
+    if "\x00" in value:
+        raise InvalidInput(f"{what} contains a NUL character")
+    return value
+
+
+def _json(what: str, value: Any) -> Any:
+    """The value as JSON round-trips it, so every backend and reader sees the same thing."""
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"{what} is not JSON: {exc}") from None
+
+
+def _check_seconds(what: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise InvalidInput(f"{what} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _sha256(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
+class Store:
+    """The database, by named operations. Build it from a SQLAlchemy URL or an engine."""
+
+    def __init__(self, target: str | URL | Engine, *, clock: Callable[[], datetime] = utcnow):
+        self._owns_engine = not isinstance(target, Engine)
+        self._engine = make_engine(target) if self._owns_engine else target
+        self._clock = clock
+        self._read = sessionmaker(self._engine, expire_on_commit=False)
+        self._write = sessionmaker(write_engine(self._engine), expire_on_commit=False)
+        self.backend: str = self._engine.dialect.name
+        self.url: URL = self._engine.url
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema (Alembic, to head)."""
+        upgrade(self._engine)
+
+    def require_schema(self) -> None:
+        """Raise SleeptimeError unless the schema is at the revision this code needs."""
+        require_current(self._engine)
+
+    def close(self) -> None:
+        if self._owns_engine:
+            self._engine.dispose()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _now(self) -> datetime:
+        return self._clock()
+
+    def _insert(self, model: type[m.Base]) -> Any:
+        # both dialects offer INSERT .. ON CONFLICT, under their own construct
+        return (postgresql.insert if self.backend == "postgresql" else sqlite.insert)(model)
+
+    def _context(self, s: Session, name: str, *, lock: bool = False) -> m.Context:
+        query = select(m.Context).where(m.Context.name == name)
+        if lock:
+            # FOR NO KEY UPDATE: serialises writers of this context without blocking inserts that reference it
+            query = query.with_for_update(key_share=True)
+        ctx = s.scalars(query).one_or_none()
+        if ctx is None:
+            raise UnknownContext(f"unknown context {name!r}")
+        return ctx
+
+    def _create_context(self, s: Session, name: str) -> None:
+        now = self._now()
+        s.execute(
+            self._insert(m.Context)
+            .values(name=name, created_at=now, last_activity_at=now, head_version=None)
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
+
+    def _last_seq(self, s: Session, context_id: int) -> int:
+        return s.scalar(select(func.coalesce(func.max(m.Message.seq), 0)).where(m.Message.context_id == context_id))
+
+    def _head_cursor(self, s: Session, ctx: m.Context) -> int:
+        if ctx.head_version is None:
+            return 0
+        return s.scalar(
+            select(m.Checkpoint.cursor_seq).where(
+                m.Checkpoint.context_id == ctx.id, m.Checkpoint.version == ctx.head_version
+            )
+        )
+
+    # contexts and messages
+
+    def _contexts(self, s: Session, name: str | None = None) -> list[ContextInfo]:
+        last_seq = select(func.coalesce(func.max(m.Message.seq), 0)).where(m.Message.context_id == m.Context.id)
+        query = (
+            select(m.Context, m.Checkpoint.cursor_seq, last_seq.scalar_subquery())
+            .outerjoin(
+                m.Checkpoint,
+                and_(m.Checkpoint.context_id == m.Context.id, m.Checkpoint.version == m.Context.head_version),
+            )
+            .order_by(m.Context.name)
+        )
+        if name is not None:
+            query = query.where(m.Context.name == name)
+        return [
+            ContextInfo(ctx.name, ctx.created_at, ctx.last_activity_at, ctx.head_version, cursor or 0, last)
+            for ctx, cursor, last in s.execute(query)
+        ]
+
+    def ensure_context(self, name: str) -> ContextInfo:
+        """Create the context if it does not exist; return it either way."""
+        _check_name("context", name)
+        with self._write.begin() as s:
+            self._create_context(s, name)
+        return self.get_context(name)
+
+    def get_context(self, name: str) -> ContextInfo:
+        with self._read() as s:
+            found = self._contexts(s, name)
+        if not found:
+            raise UnknownContext(f"unknown context {name!r}")
+        return found[0]
+
+    def list_contexts(self) -> list[ContextInfo]:
+        with self._read() as s:
+            return self._contexts(s)
+
+    def append_messages(
+        self,
+        name: str,
+        messages: Sequence[tuple[str, str, int]],
+        *,
+        max_message_bytes: int = 65536,
+        create: bool = True,
+    ) -> list[int]:
+        """Append (role, content, n_tokens) messages in one transaction; returns their seqs.
+
+        Every message is checked before anything is written: one bad message and nothing is stored.
+        """
+        if create:
+            _check_name("context", name)
+        if not messages:
+            raise InvalidInput("no messages to append")
+        for i, message in enumerate(messages, 1):
+            if not isinstance(message, tuple | list) or len(message) != 3:
+                raise InvalidInput(f"message {i}: expected (role, content, n_tokens)")
+            role, content, n_tokens = message
+            if role not in m.MESSAGE_ROLES:
+                raise InvalidInput(f"message {i}: role {role!r} is not one of {', '.join(m.MESSAGE_ROLES)}")
+            _check_text(f"message {i} content", content, max_message_bytes)
+            if not isinstance(n_tokens, int) or isinstance(n_tokens, bool) or n_tokens < 0:
+                raise InvalidInput(f"message {i}: n_tokens must be a non-negative integer, got {n_tokens!r}")
+
+        now = self._now()
+        with self._write.begin() as s:
+            if create:
+                self._create_context(s, name)
+            ctx = self._context(s, name, lock=True)
+            first = self._last_seq(s, ctx.id) + 1
+            seqs = list(range(first, first + len(messages)))
+            rows = [
+                dict(context_id=ctx.id, seq=seq, role=role, content=content, n_tokens=n_tokens, created_at=now)
+                for seq, (role, content, n_tokens) in zip(seqs, messages)
+            ]
+            s.execute(insert(m.Message), rows)
+            s.execute(update(m.Context).where(m.Context.id == ctx.id).values(last_activity_at=now))
+        return seqs
+
+    def messages_after(self, name: str, seq: int, limit: int | None = None) -> list[MessageRecord]:
+        """Messages with seq > `seq`, in order."""
+        with self._read() as s:
+            ctx = self._context(s, name)
+            query = (
+                select(m.Message)
+                .where(m.Message.context_id == ctx.id, m.Message.seq > seq)
+                .order_by(m.Message.seq)
+                .limit(limit)
+            )
+            return [
+                MessageRecord(row.seq, row.role, row.content, row.n_tokens, row.created_at) for row in s.scalars(query)
+            ]
+
+    def pending(self, name: str) -> Pending:
+        """Messages and tokens after the head cursor."""
+        with self._read() as s:
+            ctx = self._context(s, name)
+            cursor = self._head_cursor(s, ctx)
+            count, tokens = s.execute(
+                select(func.count(), func.coalesce(func.sum(m.Message.n_tokens), 0)).where(
+                    m.Message.context_id == ctx.id, m.Message.seq > cursor
+                )
+            ).one()
+        return Pending(count, tokens, cursor)
+
+    def touch(self, name: str) -> None:
+        """Record activity: the idle sweep leaves the context alone for idle_after from now."""
+        with self._write.begin() as s:
+            ctx = self._context(s, name)
+            s.execute(update(m.Context).where(m.Context.id == ctx.id).values(last_activity_at=self._now()))
+
+    def idle_contexts(self, idle_after_seconds: float, now: datetime | None = None) -> list[str]:
+        """Contexts with no message or query for idle_after_seconds and messages after their head cursor."""
+        now = now or self._now()
+        if now.tzinfo is None:
+            raise InvalidInput("idle_contexts needs an aware datetime (UTC)")
+        cutoff = now - timedelta(seconds=idle_after_seconds)
+        cursor = func.coalesce(m.Checkpoint.cursor_seq, 0)
+        has_pending = exists().where(m.Message.context_id == m.Context.id, m.Message.seq > cursor)
+        query = (
+            select(m.Context.name)
+            .outerjoin(
+                m.Checkpoint,
+                and_(m.Checkpoint.context_id == m.Context.id, m.Checkpoint.version == m.Context.head_version),
+            )
+            .where(m.Context.last_activity_at <= cutoff, has_pending)
+            .order_by(m.Context.last_activity_at, m.Context.name)
+        )
+        with self._read() as s:
+            return list(s.scalars(query))
+
+    # checkpoints
+
+    def _info(self, name: str, row: m.Checkpoint) -> CheckpointInfo:
+        return CheckpointInfo(
+            name,
+            row.version,
+            row.parent_version,
+            row.cursor_seq,
+            row.model_id,
+            row.sha256,
+            row.size_bytes,
+            row.meta,
+            row.created_at,
+        )
+
+    def _verified(self, name: str, row: m.Checkpoint) -> Checkpoint:
+        payload = bytes(row.payload)
+        actual = _sha256(payload)
+        if actual != row.sha256:
+            raise CorruptCheckpoint(
+                f"checkpoint {row.version} of context {name!r} is corrupt: "
+                f"sha256 {actual[:12]}... does not match the stored {row.sha256[:12]}..."
+            )
+        info = self._info(name, row)
+        return Checkpoint(**vars(info), payload=payload)
+
+    def _checkpoint_row(self, s: Session, ctx: m.Context, version: int, *, payload: bool) -> m.Checkpoint | None:
+        query = select(m.Checkpoint).where(m.Checkpoint.context_id == ctx.id, m.Checkpoint.version == version)
+        if payload:
+            query = query.options(undefer(m.Checkpoint.payload))
+        return s.scalars(query).one_or_none()
+
+    def publish_checkpoint(
+        self,
+        name: str,
+        parent_version: int | None,
+        cursor_seq: int,
+        model_id: str,
+        payload: bytes,
+        meta: dict[str, Any],
+        answers: Iterable[tuple[str, str, str]] = (),
+        run_id: int | None = None,
+    ) -> CheckpointInfo:
+        """Publish a checkpoint as the new head, with its precomputed answers, in one transaction.
+
+        The head moves from `parent_version` (None for the first checkpoint) to max(version) + 1 by compare-and-swap:
+        if another publish or a rollback moved it first, HeadConflict is raised and nothing is written. Answers are
+        (question, normalized, answer); a repeated normalized question keeps its first answer.
+        """
+        if not isinstance(payload, bytes | bytearray | memoryview) or len(payload) == 0:
+            raise InvalidInput("checkpoint payload must be non-empty bytes")
+        payload = bytes(payload)
+        meta = _json("checkpoint meta", meta)
+        unique_answers: dict[str, tuple[str, str]] = {}
+        for question, normalized, answer in answers:
+            _check_text("anticipated question", question, MAX_QUESTION_BYTES)
+            _check_text("normalized question", normalized, MAX_QUESTION_BYTES)
+            if not isinstance(answer, str) or "\x00" in answer:
+                raise InvalidInput(f"answer to {question!r} must be text without NUL")
+            unique_answers.setdefault(normalized, (question, answer))
+
+        now = self._now()
+        with self._write.begin() as s:
+            ctx = self._context(s, name, lock=True)
+            if ctx.head_version != parent_version:
+                raise HeadConflict(
+                    f"context {name!r}: the head is at {ctx.head_version}, not at the expected parent "
+                    f"{parent_version} (another consolidation or a rollback moved it)"
+                )
+            parent_cursor = self._head_cursor(s, ctx)
+            last_seq = self._last_seq(s, ctx.id)
+            if not parent_cursor <= cursor_seq <= last_seq:
+                raise InvalidInput(
+                    f"cursor {cursor_seq} is outside [{parent_cursor}, {last_seq}] (parent cursor, last message)"
+                )
+            top = s.scalar(select(func.max(m.Checkpoint.version)).where(m.Checkpoint.context_id == ctx.id))
+            version = (top or 0) + 1
+            s.execute(
+                insert(m.Checkpoint).values(
+                    context_id=ctx.id,
+                    version=version,
+                    parent_version=parent_version,
+                    cursor_seq=cursor_seq,
+                    model_id=model_id,
+                    sha256=_sha256(payload),
+                    size_bytes=len(payload),
+                    payload=payload,
+                    meta=meta,
+                    created_at=now,
+                )
+            )
+            # the lock above already serialises publishers; the CAS in the WHERE keeps that true on its own
+            moved = s.execute(
+                update(m.Context)
+                .where(m.Context.id == ctx.id, m.Context.head_version.is_not_distinct_from(parent_version))
+                .values(head_version=version)
+            )
+            if moved.rowcount != 1:
+                raise HeadConflict(f"context {name!r}: the head moved while publishing")
+            if unique_answers:
+                s.execute(
+                    insert(m.PrecomputedAnswer),
+                    [
+                        dict(
+                            context_id=ctx.id,
+                            version=version,
+                            normalized_question=normalized,
+                            question=question,
+                            answer=answer,
+                            created_at=now,
+                        )
+                        for normalized, (question, answer) in unique_answers.items()
+                    ],
+                )
+            if run_id is not None:
+                self._finish_run(s, run_id, "published", published_version=version, error=None, context_id=ctx.id)
+            row = self._checkpoint_row(s, ctx, version, payload=False)
+            return self._info(name, row)
+
+    def load_checkpoint(self, name: str, version: int | None = None) -> Checkpoint:
+        """The checkpoint `version` (default: the head), verified; raises UnknownVersion or CorruptCheckpoint."""
+        with self._read() as s:
+            ctx = self._context(s, name)
+            wanted = ctx.head_version if version is None else version
+            if wanted is None:
+                raise UnknownVersion(f"context {name!r} has no checkpoint yet")
+            row = self._checkpoint_row(s, ctx, wanted, payload=True)
+            if row is None:
+                raise UnknownVersion(f"context {name!r} has no checkpoint version {wanted}")
+            return self._verified(name, row)
+
+    def load_checkpoint_with_fallback(self, name: str) -> Checkpoint | None:
+        """The newest valid checkpoint on the head's ancestry (head, parent, ...): a corrupt head is skipped
+        with a warning so the previous version keeps serving. `.version` says which one is served.
+
+        None when the context has no checkpoint; CorruptCheckpoint when no ancestor still stored is valid.
+        """
+        with self._read() as s:
+            ctx = self._context(s, name)
+            version, corrupt = ctx.head_version, []
+            while version is not None:
+                row = self._checkpoint_row(s, ctx, version, payload=True)
+                if row is None:
+                    # pruned: the ancestry ends here
+                    break
+                try:
+                    checkpoint = self._verified(name, row)
+                except CorruptCheckpoint as exc:
+                    log.warning("%s", exc)
+                    corrupt.append(version)
+                    version = row.parent_version
+                    continue
+                if corrupt:
+                    log.warning("context %r: serving checkpoint %d instead of corrupt %s", name, version, corrupt)
+                return checkpoint
+        if not corrupt:
+            return None
+        raise CorruptCheckpoint(f"context {name!r}: no valid checkpoint at or below the head (corrupt: {corrupt})")
+
+    def head_checkpoint_meta(self, name: str) -> CheckpointInfo | None:
+        """The head's metadata without its payload; None before the first checkpoint."""
+        with self._read() as s:
+            ctx = self._context(s, name)
+            if ctx.head_version is None:
+                return None
+            return self._info(name, self._checkpoint_row(s, ctx, ctx.head_version, payload=False))
+
+    def list_checkpoints(self, name: str) -> list[CheckpointInfo]:
+        """All stored versions, newest first."""
+        with self._read() as s:
+            ctx = self._context(s, name)
+            rows = s.scalars(
+                select(m.Checkpoint).where(m.Checkpoint.context_id == ctx.id).order_by(m.Checkpoint.version.desc())
+            )
+            return [self._info(name, row) for row in rows]
+
+    def rollback(self, name: str, version: int) -> CheckpointInfo:
+        """Move the head to an existing, valid version. History is kept; a consolidation in flight loses its CAS."""
+        with self._write.begin() as s:
+            ctx = self._context(s, name, lock=True)
+            row = self._checkpoint_row(s, ctx, version, payload=True)
+            if row is None:
+                raise UnknownVersion(f"context {name!r} has no checkpoint version {version}")
+            self._verified(name, row)
+            s.execute(update(m.Context).where(m.Context.id == ctx.id).values(head_version=version))
+            return self._info(name, row)
+
+    def prune_checkpoints(self, name: str, keep: int) -> list[int]:
+        """Delete all but the newest `keep` versions and the head; returns the deleted versions."""
+        if not isinstance(keep, int) or keep < 1:
+            raise InvalidInput(f"keep must be at least 1, got {keep!r}")
+        with self._write.begin() as s:
+            ctx = self._context(s, name, lock=True)
+            versions = list(
+                s.scalars(
+                    select(m.Checkpoint.version)
+                    .where(m.Checkpoint.context_id == ctx.id)
+                    .order_by(m.Checkpoint.version.desc())
+                )
+            )
+            doomed = [v for v in versions[keep:] if v != ctx.head_version]
+            if doomed:
+                s.execute(
+                    delete(m.PrecomputedAnswer).where(
+                        m.PrecomputedAnswer.context_id == ctx.id, m.PrecomputedAnswer.version.in_(doomed)
+                    )
+                )
+                s.execute(
+                    delete(m.Checkpoint).where(m.Checkpoint.context_id == ctx.id, m.Checkpoint.version.in_(doomed))
+                )
+        return doomed
+
+    # consolidation runs
+
+    def start_run(self, name: str, parent_version: int | None, from_seq: int, to_seq: int) -> int:
+        """Record a consolidation run over messages (from_seq, to_seq]; returns its id."""
+        with self._write.begin() as s:
+            ctx = self._context(s, name)
+            return s.scalar(
+                insert(m.ConsolidationRun)
+                .values(
+                    context_id=ctx.id,
+                    parent_version=parent_version,
+                    from_seq=from_seq,
+                    to_seq=to_seq,
+                    status="running",
+                    started_at=self._now(),
+                )
+                .returning(m.ConsolidationRun.id)
+            )
+
+    def _finish_run(
+        self,
+        s: Session,
+        run_id: int,
+        status: str,
+        *,
+        published_version: int | None,
+        error: str | None,
+        context_id: int | None = None,
+    ) -> None:
+        if status not in ("published", "failed", "superseded"):
+            raise InvalidInput(f"a run finishes as published, failed or superseded, not {status!r}")
+        query = update(m.ConsolidationRun).where(m.ConsolidationRun.id == run_id)
+        if context_id is not None:
+            query = query.where(m.ConsolidationRun.context_id == context_id)
+        done = s.execute(
+            query.values(status=status, finished_at=self._now(), published_version=published_version, error=error)
+        )
+        if done.rowcount != 1:
+            raise InvalidInput(f"unknown consolidation run {run_id}")
+
+    def finish_run(
+        self, run_id: int, status: str, *, published_version: int | None = None, error: str | None = None
+    ) -> None:
+        """Close a run as published, failed or superseded (publish_checkpoint does this itself given run_id)."""
+        with self._write.begin() as s:
+            self._finish_run(s, run_id, status, published_version=published_version, error=error)
+
+    def _run_info(self, name: str, row: m.ConsolidationRun) -> RunInfo:
+        return RunInfo(
+            row.id,
+            name,
+            row.parent_version,
+            row.from_seq,
+            row.to_seq,
+            row.status,
+            row.started_at,
+            row.finished_at,
+            row.published_version,
+            row.error,
+        )
+
+    def list_runs(self, name: str, limit: int | None = None) -> list[RunInfo]:
+        """Runs of a context, newest first."""
+        with self._read() as s:
+            ctx = self._context(s, name)
+            rows = s.scalars(
+                select(m.ConsolidationRun)
+                .where(m.ConsolidationRun.context_id == ctx.id)
+                .order_by(m.ConsolidationRun.id.desc())
+                .limit(limit)
+            )
+            return [self._run_info(name, row) for row in rows]
+
+    def last_run(self, name: str) -> RunInfo | None:
+        runs = self.list_runs(name, limit=1)
+        return runs[0] if runs else None
+
+    # anticipated queries, precomputed answers, query log
+
+    def add_anticipated(self, name: str, questions: Iterable[str], source: str = "registered") -> int:
+        """Register expected questions (deduplicated by normalized text); returns how many were new."""
+        if source not in m.ANTICIPATED_SOURCES:
+            raise InvalidInput(f"source {source!r} is not one of {', '.join(m.ANTICIPATED_SOURCES)}")
+        pairs: dict[str, str] = {}
+        for question in questions:
+            _check_text("question", question, MAX_QUESTION_BYTES)
+            normalized = normalize_question(question)
+            if not normalized:
+                raise InvalidInput(f"question {question!r} has no words")
+            pairs.setdefault(normalized, question.strip())
+        now = self._now()
+        added = 0
+        with self._write.begin() as s:
+            ctx = self._context(s, name)
+            for normalized, question in pairs.items():
+                # RETURNING yields no row when the question was already there (rowcount is unreliable here)
+                inserted = s.execute(
+                    self._insert(m.AnticipatedQuery)
+                    .values(context_id=ctx.id, question=question, normalized=normalized, source=source, created_at=now)
+                    .on_conflict_do_nothing(index_elements=["context_id", "normalized"])
+                    .returning(m.AnticipatedQuery.id)
+                )
+                added += len(inserted.all())
+        return added
+
+    def list_anticipated(self, name: str) -> list[Anticipated]:
+        with self._read() as s:
+            ctx = self._context(s, name)
+            rows = s.scalars(
+                select(m.AnticipatedQuery)
+                .where(m.AnticipatedQuery.context_id == ctx.id)
+                .order_by(m.AnticipatedQuery.id)
+            )
+            return [Anticipated(row.question, row.normalized, row.source, row.created_at) for row in rows]
+
+    def get_precomputed(self, name: str, version: int, normalized: str) -> Precomputed | None:
+        """The precomputed answer to a normalized question at a checkpoint version; one indexed lookup."""
+        query = (
+            select(m.PrecomputedAnswer)
+            .join(m.Context, m.Context.id == m.PrecomputedAnswer.context_id)
+            .where(
+                m.Context.name == name,
+                m.PrecomputedAnswer.version == version,
+                m.PrecomputedAnswer.normalized_question == normalized,
+            )
+        )
+        with self._read() as s:
+            row = s.scalars(query).one_or_none()
+            if row is None:
+                return None
+            return Precomputed(row.version, row.question, row.normalized_question, row.answer, row.created_at)
+
+    def list_precomputed(self, name: str, version: int) -> list[Precomputed]:
+        with self._read() as s:
+            ctx = self._context(s, name)
+            rows = s.scalars(
+                select(m.PrecomputedAnswer)
+                .where(m.PrecomputedAnswer.context_id == ctx.id, m.PrecomputedAnswer.version == version)
+                .order_by(m.PrecomputedAnswer.id)
+            )
+            return [
+                Precomputed(row.version, row.question, row.normalized_question, row.answer, row.created_at)
+                for row in rows
+            ]
+
+    def log_query(
+        self, name: str, question: str, source: str, latency_ms: float, version: int | None = None
+    ) -> None:
+        """Log an answered question (it feeds the next anticipation); a query counts as activity."""
+        _check_text("question", question, MAX_QUESTION_BYTES)
+        if not isinstance(source, str) or not 0 < len(source) <= 16:
+            raise InvalidInput(f"query source must be a short label, got {source!r}")
+        now = self._now()
+        with self._write.begin() as s:
+            ctx = self._context(s, name)
+            s.execute(
+                insert(m.QueryLog).values(
+                    context_id=ctx.id,
+                    question=question,
+                    source=source,
+                    latency_ms=float(latency_ms),
+                    version=version,
+                    created_at=now,
+                )
+            )
+            s.execute(update(m.Context).where(m.Context.id == ctx.id).values(last_activity_at=now))
+
+    def recent_questions(self, name: str, limit: int = 50) -> list[str]:
+        """Distinct logged questions, most recently asked first."""
+        with self._read() as s:
+            ctx = self._context(s, name)
+            return list(
+                s.scalars(
+                    select(m.QueryLog.question)
+                    .where(m.QueryLog.context_id == ctx.id)
+                    .group_by(m.QueryLog.question)
+                    .order_by(func.max(m.QueryLog.id).desc())
+                    .limit(limit)
+                )
+            )
+
+    # the embedded job queue
+
+    def _job(self, row: m.Job, context: str) -> Job:
+        return Job(
+            row.id,
+            row.kind,
+            context,
+            row.status,
+            row.attempts,
+            row.payload,
+            row.lease_owner,
+            row.lease_expires_at,
+            row.error,
+        )
+
+    def enqueue(self, kind: str, context: str, payload: dict[str, Any] | None = None) -> int:
+        """Queue a job; while one (kind, context) job is queued, more triggers return its id (the payload of the
+        first one stands)."""
+        if not isinstance(kind, str) or not 0 < len(kind) <= 32:
+            raise InvalidInput(f"job kind must be a short label, got {kind!r}")
+        payload = _json("job payload", payload)
+        now = self._now()
+        with self._write.begin() as s:
+            ctx = self._context(s, context)
+            s.execute(
+                self._insert(m.Job)
+                .values(
+                    kind=kind,
+                    context_id=ctx.id,
+                    status="queued",
+                    attempts=0,
+                    payload=payload,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["kind", "context_id"], index_where=text("status = 'queued'"))
+            )
+            return s.scalar(
+                select(m.Job.id).where(m.Job.kind == kind, m.Job.context_id == ctx.id, m.Job.status == "queued")
+            )
+
+    def claim(self, worker_id: str, lease_seconds: float, *, max_attempts: int = 5) -> Job | None:
+        """Take the oldest runnable job and lease it to worker_id, or None.
+
+        Runnable: queued, or running with an expired lease (its worker died). One job per context runs at a time.
+        A job whose lease expired max_attempts times is marked failed instead of being handed out again.
+        """
+        lease = timedelta(seconds=_check_seconds("lease", lease_seconds))
+        now = self._now()
+        other = aliased(m.Job)
+
+        def live_lease_beside(job_id: Any, context_id: Any) -> Any:
+            return and_(
+                other.context_id == context_id,
+                other.id != job_id,
+                other.status == "running",
+                other.lease_expires_at > now,
+            )
+
+        context_busy = exists().where(live_lease_beside(m.Job.id, m.Job.context_id))
+        candidates = (
+            select(m.Job, m.Context.name)
+            .join(m.Context, m.Context.id == m.Job.context_id)
+            .where(
+                or_(m.Job.status == "queued", and_(m.Job.status == "running", m.Job.lease_expires_at <= now)),
+                ~context_busy,
+            )
+            .order_by(m.Job.id)
+            .limit(1)
+            # PostgreSQL: concurrent claimers skip each other's rows; SQLite: BEGIN IMMEDIATE already serialises
+            .with_for_update(skip_locked=True, of=m.Job)
+        )
+        with self._write.begin() as s:
+            while True:
+                found = s.execute(candidates).one_or_none()
+                if found is None:
+                    return None
+                job, context = found
+                if job.status == "running" and job.attempts >= max_attempts:
+                    job.status, job.error, job.updated_at = "failed", f"lease expired {job.attempts} times", now
+                    s.flush()
+                    continue
+                # two claimers of different jobs of one context: the context row lock makes the second see the first
+                self._context(s, context, lock=True)
+                if s.scalar(select(exists().where(live_lease_beside(job.id, job.context_id)))):
+                    return None
+                job.status, job.lease_owner = "running", worker_id
+                job.lease_expires_at = now + lease
+                job.attempts += 1
+                job.updated_at = now
+                s.flush()
+                return self._job(job, context)
+
+    def heartbeat(self, job_id: int, worker_id: str, lease_seconds: float) -> bool:
+        """Extend the lease; False when the job is no longer this worker's (reclaimed after expiry, or finished)."""
+        lease = timedelta(seconds=_check_seconds("lease", lease_seconds))
+        now = self._now()
+        with self._write.begin() as s:
+            done = s.execute(
+                update(m.Job)
+                .where(m.Job.id == job_id, m.Job.status == "running", m.Job.lease_owner == worker_id)
+                .values(lease_expires_at=now + lease, updated_at=now)
+            )
+            return done.rowcount == 1
+
+    def _settle(self, job_id: int, worker_id: str | None, **values: Any) -> bool:
+        query = update(m.Job).where(m.Job.id == job_id, m.Job.status == "running")
+        if worker_id is not None:
+            query = query.where(m.Job.lease_owner == worker_id)
+        with self._write.begin() as s:
+            return s.execute(query.values(updated_at=self._now(), lease_expires_at=None, **values)).rowcount == 1
+
+    def complete(self, job_id: int, worker_id: str | None = None) -> bool:
+        """Mark a running job done; with worker_id, only if that worker still holds it."""
+        return self._settle(job_id, worker_id, status="done", error=None)
+
+    def fail(self, job_id: int, error: str, worker_id: str | None = None) -> bool:
+        """Mark a running job failed with an error message."""
+        return self._settle(job_id, worker_id, status="failed", error=str(error))
+
+    def list_jobs(self, context: str | None = None, status: str | None = None) -> list[Job]:
+        query = select(m.Job, m.Context.name).join(m.Context, m.Context.id == m.Job.context_id).order_by(m.Job.id)
+        if context is not None:
+            query = query.where(m.Context.name == context)
+        if status is not None:
+            query = query.where(m.Job.status == status)
+        with self._read() as s:
+            return [self._job(job, name) for job, name in s.execute(query)]
+
+    # API keys
+
+    def create_api_key(self, name: str) -> str:
+        """Create a key and return its plaintext, the only time it is seen: only its sha256 is stored."""
+        _check_name("API key", name)
+        key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        with self._write.begin() as s:
+            if s.scalar(select(m.ApiKey.id).where(m.ApiKey.name == name)) is not None:
+                raise InvalidInput(f"an API key named {name!r} already exists")
+            s.execute(
+                insert(m.ApiKey).values(
+                    name=name, key_hash=_sha256(key.encode()), prefix=key[:10], created_at=self._now(), revoked_at=None
+                )
+            )
+        return key
+
+    def list_api_keys(self) -> list[ApiKeyInfo]:
+        with self._read() as s:
+            rows = s.scalars(select(m.ApiKey).order_by(m.ApiKey.id))
+            return [ApiKeyInfo(row.name, row.prefix, row.created_at, row.revoked_at) for row in rows]
+
+    def revoke_api_key(self, name: str) -> None:
+        """Revoke a key by name (revoking twice is harmless)."""
+        with self._write.begin() as s:
+            row = s.scalars(select(m.ApiKey).where(m.ApiKey.name == name)).one_or_none()
+            if row is None:
+                raise InvalidInput(f"no API key named {name!r}")
+            if row.revoked_at is None:
+                row.revoked_at = self._now()
+
+    def verify_api_key(self, key: str) -> str | None:
+        """The name of the live key matching `key`, else None."""
+        # keys are long random strings, so an indexed lookup by hash leaks nothing a timing attack could use
+        if not isinstance(key, str) or not key.startswith(API_KEY_PREFIX) or len(key) > 256:
+            return None
+        with self._read() as s:
+            return s.scalar(
+                select(m.ApiKey.name).where(m.ApiKey.key_hash == _sha256(key.encode()), m.ApiKey.revoked_at.is_(None))
+            )
+
+    def has_api_keys(self) -> bool:
+        """Whether any live key exists: without one the HTTP API is open."""
+        with self._read() as s:
+            return s.scalar(select(exists().where(m.ApiKey.revoked_at.is_(None))))

@@ -1,0 +1,81 @@
+"""Runtime settings: one pydantic-settings class. Precedence: explicit arguments (CLI flags), then SLEEPTIME_*
+environment variables, then the defaults below."""
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from platformdirs import user_data_dir
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sleeptime import SleeptimeError
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# the backends the schema and its tests cover; the URL is parsed for real by sleeptime.db
+DB_URL = re.compile(r"(sqlite|postgres|postgresql)(\+\w+)?://.*", re.DOTALL)
+
+
+def default_db_url() -> str:
+    """SQLite under the user data dir; sleeptime.db creates the directory when it first connects."""
+    return f"sqlite:///{Path(user_data_dir('sleeptime')) / 'sleeptime.db'}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SLEEPTIME_", extra="ignore", validate_default=True)
+
+    db: str = Field(default_factory=default_db_url, description="SQLAlchemy URL of the database")
+    model: str = Field("demo", min_length=1, description="model name or checkpoint path")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    idle_after: float = Field(60.0, gt=0, description="seconds without messages or queries before a context sleeps")
+    sweep_interval: float = Field(30.0, gt=0, description="seconds between idle sweeps")
+    max_message_bytes: int = Field(65536, ge=1, le=16 * 1024 * 1024, description="largest message accepted")
+    keep_checkpoints: int = Field(10, ge=1, description="checkpoint versions kept per context, plus the head")
+    lease_seconds: float = Field(300.0, ge=1, description="job lease; a worker heartbeats well within it")
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(8765, ge=1, le=65535)
+    cache_bytes: int = Field(512 * 1024 * 1024, ge=0, description="byte budget of the loaded-state cache")
+    log_level: str = "INFO"
+
+    @field_validator("db")
+    @classmethod
+    def _check_db(cls, value: str) -> str:
+        value = value.strip()
+        if not DB_URL.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a supported database URL: use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+            )
+        return value
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _lower_device(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"log level {value!r} is not one of {', '.join(LOG_LEVELS)}")
+        return level
+
+
+class SettingsError(SleeptimeError):
+    """A setting failed validation."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with explicit values (CLI flags; None means "not given") on top.
+
+    Raises SettingsError, one line naming each bad setting by its environment variable.
+    """
+    try:
+        return Settings(**{key: value for key, value in overrides.items() if value is not None})
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"SLEEPTIME_{field.upper()}: {message}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None

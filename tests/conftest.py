@@ -1,0 +1,140 @@
+"""Shared fixtures: `store` runs a test on SQLite (a temp file: WAL and several processes matter) and on
+PostgreSQL (a fresh schema per test, dropped after).
+
+PostgreSQL comes from SLEEPTIME_TEST_POSTGRES_URL; without it those params skip, or fail when
+SLEEPTIME_REQUIRE_POSTGRES=1 (CI), so a missing database cannot pass silently.
+"""
+
+import os
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+
+from sleeptime.db import Store
+
+POSTGRES_URL = os.environ.get("SLEEPTIME_TEST_POSTGRES_URL")
+REQUIRE_POSTGRES = os.environ.get("SLEEPTIME_REQUIRE_POSTGRES") == "1"
+
+
+class Clock:
+    """Real UTC time plus an offset that a test can advance: leases and idleness without sleeping."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(timezone.utc) + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):
+    """A SQLAlchemy URL of an empty database (no schema yet)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'sleeptime.db'}"
+        return
+    if not POSTGRES_URL:
+        if REQUIRE_POSTGRES:
+            pytest.fail("SLEEPTIME_REQUIRE_POSTGRES=1 but SLEEPTIME_TEST_POSTGRES_URL is not set")
+        pytest.skip("PostgreSQL tests need SLEEPTIME_TEST_POSTGRES_URL (postgresql+psycopg://USER@HOST/DB)")
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        # every connection of the test, in any process, lands in the private schema
+        url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+@pytest.fixture
+def store(db_url, clock):
+    """A migrated Store on each backend, reading time from `clock`."""
+    with Store(db_url, clock=clock) as store:
+        store.migrate()
+        yield store
+
+
+def tiny_model_config():
+    """A random model small enough to consolidate tens of thousands of tokens in seconds on one CPU thread."""
+    from sleeptime.models.memory import MemoryConfig
+    from sleeptime.models.titans import ModelConfig
+
+    memory = MemoryConfig(dim=32, heads=2, head_dim=16, kind="delta", chunk_size=16)
+    return ModelConfig(variant="mal", dim=32, layers=2, heads=1, mlp_hidden=64, window=32, memory=memory)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory):
+    """A seeded tiny model file (the shipped demo model is never needed by tests)."""
+    import torch
+
+    from sleeptime.models import checkpoint
+    from sleeptime.models.titans import TitansLM
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    checkpoint.save_model(TitansLM(tiny_model_config()), path)
+    return path
+
+
+@pytest.fixture
+def tiny_engine(tiny_model_path):
+    """The tiny model loaded on CPU, with one torch thread (fast and deterministic on a busy machine)."""
+    import torch
+
+    from sleeptime.models.engine import MemoryEngine
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield MemoryEngine.load(str(tiny_model_path), "cpu")
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def make_app(store, tiny_engine, tiny_model_path):
+    """App(settings) over the `store` fixture and the tiny engine; keyword arguments override settings."""
+    from sleeptime.app import App
+    from sleeptime.settings import load_settings
+
+    def build(**overrides):
+        url = store.url.render_as_string(hide_password=False)
+        settings = load_settings(db=url, model=str(tiny_model_path), device="cpu", **overrides)
+        return App(settings, store=store, engine=tiny_engine)
+
+    return build
+
+
+@pytest.fixture
+def corrupt_checkpoint(store):
+    """corrupt(context, version): flip bytes of a stored payload behind the Store's back, as a bad disk would."""
+    from sqlalchemy import text
+
+    from sleeptime.db import make_engine
+
+    engine = make_engine(store.url)
+    where = "context_id = (SELECT id FROM contexts WHERE name = :name) AND version = :version"
+
+    def corrupt(context: str, version: int) -> None:
+        with engine.begin() as conn:
+            params = {"name": context, "version": version}
+            payload = bytearray(conn.execute(text(f"SELECT payload FROM checkpoints WHERE {where}"), params).scalar_one())
+            payload[-8:] = bytes(b ^ 0xFF for b in payload[-8:])
+            conn.execute(text(f"UPDATE checkpoints SET payload = :payload WHERE {where}"), {**params, "payload": bytes(payload)})
+
+    yield corrupt
+    engine.dispose()
