@@ -103,6 +103,33 @@ def run_memory(impl: str, tokens: int, mode: str, segment: int = 512, threads: i
     }
 
 
+def run_model(model: str, tokens: int, threads: int = 2, batch: int = 1, seed: int = 0) -> dict:
+    """Consolidation throughput of a whole model (every layer, memory updates included) through MemoryEngine."""
+    from sleeptime.models.engine import MemoryEngine
+    from sleeptime.training.data import iter_history_ids, make_sample
+
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+    engine = MemoryEngine.load(model, "cpu")
+    history = make_sample("chat", seed, split="heldout", target_tokens=tokens).history
+    ids = torch.tensor([i for seg in iter_history_ids(history, 65536) for i in seg]).unsqueeze(0).repeat(batch, 1)
+    with torch.no_grad():
+        engine.consume(engine.model.initial_state(batch), ids[:, : engine.segment_tokens])
+        start = time.perf_counter()
+        engine.consume(engine.model.initial_state(batch), ids)
+        seconds = time.perf_counter() - start
+    return {
+        "model": engine.model_id,
+        "tokens": int(ids.numel()),
+        "batch": batch,
+        "seconds": round(seconds, 3),
+        "tokens_per_s": round(ids.numel() / seconds, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "threads": threads,
+        "torch": torch.__version__,
+    }
+
+
 def titans_pytorch_available() -> bool:
     try:
         import titans_pytorch  # noqa: F401
@@ -112,17 +139,28 @@ def titans_pytorch_available() -> bool:
 
 
 def run_memory_subprocess(impl: str, tokens: int, mode: str, segment: int, threads: int, timeout: float) -> dict:
-    cmd = [sys.executable, "-m", "sleeptime.bench", impl, str(tokens), mode, str(segment), str(threads)]
+    return _subprocess([impl, str(tokens), mode, str(segment), str(threads)], timeout, impl=impl, mode=mode, tokens=tokens)
+
+
+def run_model_subprocess(model: str, tokens: int, threads: int, batch: int, timeout: float) -> dict:
+    return _subprocess(["model", model, str(tokens), str(threads), str(batch)], timeout, model=model, tokens=tokens)
+
+
+def _subprocess(args: list[str], timeout: float, **describe) -> dict:
+    cmd = [sys.executable, "-m", "sleeptime.bench", *args]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"impl": impl, "mode": mode, "tokens": tokens, "error": f"timed out after {timeout:.0f} s"}
+        return describe | {"error": f"timed out after {timeout:.0f} s"}
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["failed"])[-1]
-        return {"impl": impl, "mode": mode, "tokens": tokens, "error": last}
+        return describe | {"error": last}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":
-    impl, tokens, mode, segment, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-    print(json.dumps(run_memory(impl, tokens, mode, segment, threads)))
+    if sys.argv[1] == "model":
+        print(json.dumps(run_model(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))))
+    else:
+        impl, tokens, mode, segment, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+        print(json.dumps(run_memory(impl, tokens, mode, segment, threads)))

@@ -8,13 +8,18 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Annotated
+from dataclasses import asdict, is_dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from sleeptime import SleeptimeError, __version__
+
+if TYPE_CHECKING:
+    from sleeptime.app import App
 
 app = typer.Typer(
     rich_markup_mode="rich",
@@ -37,21 +42,57 @@ def _version(value: bool):
 
 @app.callback()
 def main_callback(
+    ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details to stderr.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    db: Annotated[str | None, typer.Option("--db", envvar="SLEEPTIME_DB", help="SQLAlchemy database URL.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", envvar="SLEEPTIME_MODEL", help="Shipped model name or model file.")
+    ] = None,
+    device: Annotated[str | None, typer.Option("--device", envvar="SLEEPTIME_DEVICE", help="auto, cpu or cuda.")] = None,
 ):
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    # the remaining settings come from SLEEPTIME_* variables; flags win over them
+    ctx.obj = {"db": db, "model": model, "device": device}
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if is_dataclass(obj):
+        return asdict(obj)
+    return str(obj)
 
 
 def print_json(obj) -> None:
     # plain print: rich would wrap long lines and break the JSON for machines
-    print(json.dumps(obj, default=str))
+    print(json.dumps(_plain(obj) if is_dataclass(obj) else obj, default=_plain))
+
+
+def open_app(ctx: typer.Context, *, schema: bool = True) -> "App":
+    """The App for this invocation, closed when the command ends; `schema` requires an initialised database."""
+    from sleeptime.app import App
+    from sleeptime.settings import load_settings
+
+    instance = App(load_settings(**(ctx.obj or {})))
+    ctx.call_on_close(instance.close)
+    if schema:
+        instance.require_schema()
+    return instance
+
+
+def note(message: str) -> None:
+    """Human-readable remarks go to stderr, so stdout carries only the data."""
+    err_console.print(message, highlight=False, soft_wrap=True)
+
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 
 
 @bench_app.command("memory")
@@ -102,6 +143,33 @@ def bench_memory(
                 )
             else:
                 table.add_row("ratio", r["mode"], str(r["tokens"]), f"{r['ratio_vs_titans_pytorch']}x", "", "")
+        console.print(table)
+
+
+@bench_app.command("model")
+def bench_model(
+    model: Annotated[str, typer.Option(envvar="SLEEPTIME_MODEL", help="Shipped model name or model file.")] = "demo",
+    tokens: Annotated[str, typer.Option(help="Comma-separated history lengths.")] = "65536,1048576",
+    threads: Annotated[int, typer.Option(help="torch threads.")] = 2,
+    batch: Annotated[int, typer.Option(help="Contexts consolidated together.")] = 1,
+    timeout: Annotated[float, typer.Option(help="Seconds allowed per run.")] = 1800.0,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per run on stdout.")] = False,
+):
+    """Consolidation throughput of a whole model (every layer, memory updates included)."""
+    from sleeptime import bench
+
+    table = Table(title="model consolidation throughput (CPU, no grad)")
+    for col in ("model", "tokens", "batch", "tokens/s", "peak RSS MB", "note"):
+        table.add_column(col)
+    for n in [int(t) for t in tokens.split(",") if t]:
+        r = bench.run_model_subprocess(model, n, threads, batch, timeout)
+        if as_json:
+            print_json(r)
+        table.add_row(
+            str(r.get("model", model)), str(r["tokens"]), str(r.get("batch", batch)), str(r.get("tokens_per_s", "-")),
+            str(r.get("peak_rss_mb", "-")), r.get("error", ""),
+        )
+    if not as_json:
         console.print(table)
 
 
@@ -190,9 +258,168 @@ def eval_cmd(
         console.print(table)
 
 
+def _read_input(source: str) -> bytes:
+    if source == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(source, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise SleeptimeError(f"cannot read {source}: {exc.strerror}") from None
+
+
+@app.command("init")
+def init_cmd(ctx: typer.Context, as_json: JsonFlag = False):
+    """Create or upgrade the database (Alembic)."""
+    instance = open_app(ctx, schema=False)
+    revision = instance.init()
+    url = instance.store.url.render_as_string(hide_password=True)
+    if as_json:
+        print_json({"db": url, "revision": revision})
+    else:
+        note(f"database ready at {url} (schema {revision})")
+
+
+@app.command("ingest")
+def ingest_cmd(
+    ctx: typer.Context,
+    context: Annotated[str, typer.Argument(help="Context name (created on first use).")],
+    source: Annotated[str, typer.Argument(metavar="[FILE|-]", help="JSONL {role, content} per line, or plain text as one user message; - reads stdin.")] = "-",
+    as_json: JsonFlag = False,
+):
+    """Append messages to a context: all of them, or none when one is bad."""
+    from sleeptime.app import parse_transcript
+
+    instance = open_app(ctx)
+    seqs = instance.ingest(context, parse_transcript(_read_input(source)))
+    result = {"context": context, "messages": len(seqs), "first_seq": seqs[0], "last_seq": seqs[-1]}
+    if as_json:
+        print_json(result)
+    else:
+        note(f"{len(seqs)} message(s) added to {context} (seq {seqs[0]}..{seqs[-1]})")
+
+
+@app.command("consolidate")
+def consolidate_cmd(ctx: typer.Context, context: str, as_json: JsonFlag = False):
+    """Run a consolidation pass now: feed the new messages through the memory, precompute answers, publish."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    instance = open_app(ctx)
+    total = instance.store.pending(context).tokens
+    columns = (TextColumn("consolidating"), BarColumn(), TextColumn("{task.completed}/{task.total} tokens"), TimeElapsedColumn())
+    # no bar off a terminal: logs and pipes get the one summary line
+    with Progress(*columns, console=err_console, disable=as_json or total == 0 or not err_console.is_terminal) as bar:
+        task = bar.add_task("consolidate", total=total)
+        result = instance.consolidate(context, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if as_json:
+        print_json({"published": result.published, "checkpoint": result.checkpoint})
+    elif result.published:
+        info = result.checkpoint
+        note(f"published checkpoint {info.version} of {context}: cursor {info.cursor_seq}, {result.tokens} tokens, {info.meta['seconds']} s")
+    else:
+        note(f"nothing to consolidate in {context}: no message after the head")
+
+
+@app.command("query")
+def query_cmd(ctx: typer.Context, context: str, question: str, as_json: JsonFlag = False):
+    """Answer a question from the context's memory: a precomputed answer when there is one, else online."""
+    result = open_app(ctx).query(context, question)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        print(result.answer)
+        note(f"[dim]{result.source}, checkpoint {result.checkpoint}, {result.latency_ms:.1f} ms[/dim]")
+
+
+@app.command("anticipate")
+def anticipate_cmd(
+    ctx: typer.Context,
+    context: str,
+    questions: Annotated[list[str], typer.Argument(help="Questions to precompute answers for.")],
+    as_json: JsonFlag = False,
+):
+    """Register standing questions: each consolidation precomputes their answers."""
+    added = open_app(ctx).anticipate(context, questions)
+    if as_json:
+        print_json({"context": context, "added": added})
+    else:
+        note(f"{added} new question(s) registered for {context}")
+
+
+def _ago(when: datetime) -> str:
+    seconds = int((datetime.now(when.tzinfo) - when).total_seconds())
+    return f"{seconds}s ago" if seconds < 120 else f"{seconds // 60}m ago" if seconds < 7200 else f"{when:%Y-%m-%d %H:%M}"
+
+
+@app.command("status")
+def status_cmd(
+    ctx: typer.Context,
+    context: Annotated[str | None, typer.Argument(help="One context; all when omitted.")] = None,
+    as_json: JsonFlag = False,
+):
+    """Contexts with their head version, cursor, pending messages and tokens, and last run."""
+    rows = open_app(ctx).status(context)
+    if as_json:
+        return print_json([asdict(row) for row in rows])
+    table = Table("context", "head", "cursor", "last seq", "pending", "last run", "active")
+    for r in rows:
+        head = "-" if r.head_version is None else str(r.head_version)
+        run = "-" if r.last_run is None else f"{r.last_run.status} {_ago(r.last_run.started_at)}"
+        pending = f"{r.pending_messages} msgs, {r.pending_tokens} tokens"
+        table.add_row(r.name, head, str(r.cursor_seq), str(r.last_seq), pending, run, _ago(r.last_activity_at))
+    console.print(table)
+
+
+def _checkpoint_row(info, head: int | None) -> list[str]:
+    marker = " (head)" if info.version == head else ""
+    parent = "-" if info.parent_version is None else str(info.parent_version)
+    return [f"{info.version}{marker}", parent, str(info.cursor_seq), str(info.meta.get("tokens", "-")),
+            str(info.size_bytes), info.sha256[:12], f"{info.created_at:%Y-%m-%d %H:%M:%S}"]
+
+
+@app.command("checkpoints")
+def checkpoints_cmd(ctx: typer.Context, context: str, as_json: JsonFlag = False):
+    """List a context's checkpoint versions, newest first."""
+    instance = open_app(ctx)
+    versions, head = instance.checkpoints(context), instance.store.get_context(context).head_version
+    if as_json:
+        return print_json([asdict(info) | {"head": info.version == head} for info in versions])
+    table = Table("version", "parent", "cursor", "tokens", "bytes", "sha256", "created")
+    for info in versions:
+        table.add_row(*_checkpoint_row(info, head))
+    console.print(table)
+
+
+@app.command("rollback")
+def rollback_cmd(ctx: typer.Context, context: str, version: int, as_json: JsonFlag = False):
+    """Move the head back to an earlier version (later versions are kept)."""
+    info = open_app(ctx).rollback(context, version)
+    if as_json:
+        print_json(info)
+    else:
+        note(f"head of {context} is now checkpoint {info.version} (cursor {info.cursor_seq})")
+
+
+@app.command("daemon")
+def daemon_cmd(
+    ctx: typer.Context,
+    workers: Annotated[int, typer.Option(min=1, help="Worker threads running queued jobs.")] = 1,
+):
+    """The background daemon alone: idle sweep, queue workers, checkpoint GC. JSON logs on stderr."""
+    from sleeptime.daemon import configure_logging, run_daemon
+
+    instance = open_app(ctx)
+    configure_logging(instance.settings.log_level)
+    raise typer.Exit(run_daemon(instance, workers=workers))
+
+
 def main() -> None:
+    from rich.markup import escape
+
     try:
         app()
     except SleeptimeError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        # soft_wrap: the error stays on one line whatever the terminal width
+        message = " ".join(str(exc).splitlines())
+        err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
         sys.exit(1)
