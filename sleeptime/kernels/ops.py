@@ -66,6 +66,14 @@ def titans_update(
         if not fp64 and not _needs_grad(*tensors) and triton_titans.supports(rule, k.shape[-1]):
             return triton_titans.titans_update(state, q, k, v, gates, rule, chunk_size, norm_weight)
         log.debug("titans_update: the reference runs (grad, fp64 or a rule without a Triton kernel)")
+    if backend(k) == "torch" and k.device.type == "cpu":
+        # the C++ chunk loop (kernels/cpu.py) for no-grad calls; it runs the reference itself for what it does not
+        # cover (fp64, retention other than decay, no compiler) and is switched off by SLEEPTIME_CPU_KERNEL=0
+        from sleeptime.kernels import cpu
+
+        tensors = (q, k, v, norm_weight, *gates.values(), *state.weights, *state.momentum)
+        if not _needs_grad(*tensors):
+            return cpu.titans_update(state, q, k, v, gates, rule, chunk_size, norm_weight)
     return reference.titans_update(state, q, k, v, gates, rule, chunk_size, norm_weight)
 
 
