@@ -1,4 +1,5 @@
-"""The one entry point to the memory update: Triton on CUDA tensors, the plain-torch reference elsewhere.
+"""The one entry point to the memory update: Triton on CUDA tensors, the C++ fast path for no-grad fp32 work on the
+CPU (kernels/cpu.py, `SLEEPTIME_CPU_KERNEL=0` turns it off), the plain-torch reference for everything else.
 
 `SLEEPTIME_KERNELS=torch|triton|auto` (default auto) forces a path; the model and the jobs call only this module.
 auto takes Triton for CUDA tensors when triton imports. triton on CPU tensors runs the kernels under Triton's
