@@ -105,7 +105,8 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
 
 
 def make_batch(stage: Stage, rng: random.Random, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids [B, L] and answer mask [B, L] (True where the *target* is an answer byte); rows are left-padded."""
+    """Token ids [B, L] and answer mask [B, L]: 1 where the token is an answer byte, 2 where it is a byte of the
+    expected value inside the answer (what exact match scores); rows are left-padded."""
     tasks, weights = zip(*stage.tasks.items())
     rows = []
     for _ in range(stage.batch):
@@ -115,21 +116,26 @@ def make_batch(stage: Stage, rng: random.Random, split: str = "train") -> tuple[
         history = [i for m in sample.history for i in tokenizer.encode_message(m["role"], m["content"])]
         prompt = tokenizer.encode_prompt(sample.question)
         answer = encode_answer(sample.answer_text)
-        rows.append((history + prompt, answer))
-    length = max(len(h) + len(a) for h, a in rows)
+        value = sample.answer_value.encode("utf-8")
+        at = bytes(answer[:-1]).find(value)  # the answer text states the value; its bytes are what recall is about
+        rows.append((history + prompt, answer, at, len(value)))
+    length = max(len(h) + len(a) for h, a, _, _ in rows)
     ids = torch.full((len(rows), length), tokenizer.PAD, dtype=torch.long)
-    is_answer = torch.zeros(len(rows), length, dtype=torch.bool)
-    for r, (head, answer) in enumerate(rows):
+    is_answer = torch.zeros(len(rows), length, dtype=torch.uint8)
+    for r, (head, answer, at, n) in enumerate(rows):
         seq = head + answer
         ids[r, length - len(seq) :] = torch.tensor(seq)
-        is_answer[r, length - len(answer) :] = True
+        start = length - len(answer)
+        is_answer[r, start:] = 1
+        if at >= 0:
+            is_answer[r, start + at : start + at + n] = 2
     return ids, is_answer
 
 
 def batch_loss(
     model: TitansLM, ids: torch.Tensor, is_answer: torch.Tensor, window: int, prefix_segment: int, lm_weight: float
 ) -> tuple[torch.Tensor, float]:
-    """Loss over the backpropagated window and the teacher-forced exact match of the answers."""
+    """Loss over the backpropagated window and the teacher-forced exact match of the expected values."""
     B, L = ids.shape
     state = model.initial_state(B)
     start = 0 if window <= 0 or window >= L else L - window
@@ -138,13 +144,14 @@ def batch_loss(
             for a in range(0, start, prefix_segment):
                 _, _, state = model(ids[:, a : min(start, a + prefix_segment)], state)
     inputs, targets = ids[:, start:-1], ids[:, start + 1 :]
-    answer = is_answer[:, start + 1 :]
+    answer = is_answer[:, start + 1 :] > 0
+    value = is_answer[:, start + 1 :] == 2
     logits, _, _ = model(inputs, state)
     nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # [B, T]
     other = ~answer & (targets != tokenizer.PAD)
     loss = (nll * answer).sum() / answer.sum().clamp_min(1) + lm_weight * (nll * other).sum() / other.sum().clamp_min(1)
     with torch.no_grad():
-        right = (logits.argmax(-1) == targets) | ~answer
+        right = (logits.argmax(-1) == targets) | ~value
         exact = right.all(dim=1).float().mean().item()
     return loss, exact
 
