@@ -87,10 +87,12 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         cfg = TrainConfig(model=model, stages=stages, save_every=5, warmup=2, prefix_segment=128)
     elif name == "demo":
         model = _delta_model(dim=128, layers=2, variant="mal", memory_heads=2, head_dim=64, window=128)
+        # skills first (feasibility.md, round 3): copy one value, then bind attributes to values, then go long
         stages = (
-            Stage("near", {"passkey": 0.4, "chat": 0.4, "recall": 0.2}, 448, batch=12, steps=400, advance_at=0.9,
+            Stage("copy", {"passkey": 1.0}, 448, batch=16, steps=800, advance_at=0.8),
+            Stage("facts", {"passkey": 0.3, "chat": 0.5, "recall": 0.2}, 448, batch=12, steps=800, advance_at=0.6,
                   task_options=SHORT_CHAT),
-            Stage("1k", {"passkey": 0.4, "chat": 0.4, "recall": 0.2}, 960, batch=8, steps=300, advance_at=0.8,
+            Stage("1k", {"passkey": 0.4, "chat": 0.4, "recall": 0.2}, 960, batch=8, steps=300, advance_at=0.6,
                   task_options=SHORT_CHAT),
             Stage("4k", {"passkey": 0.4, "chat": 0.6}, 4096, batch=8, steps=300, window=1024, advance_at=0.8),
             Stage("16k", {"passkey": 0.4, "chat": 0.6}, 16384, batch=8, steps=400, window=1024, advance_at=0.8),
@@ -194,8 +196,12 @@ def train(
     device: str = "cpu",
     max_minutes: float | None = None,
     on_step: Callable[[dict], None] | None = None,
+    init_from: Path | None = None,
 ) -> dict:
-    """Run (or resume) the curriculum; returns the final progress record. Writes out/model.safetensors."""
+    """Run (or resume) the curriculum; returns the final progress record. Writes out/model.safetensors.
+
+    init_from: a model file whose weights start a new run (ignored when the run resumes).
+    """
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({"model": cfg.model.to_dict(), "train": _describe(cfg)}, indent=1))
     torch.manual_seed(cfg.seed)
@@ -206,7 +212,11 @@ def train(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr, betas=(0.9, 0.95),
     )
-    progress = _resume(out, model, opt) or {"step": 0, "stage": 0, "stage_step": 0, "seconds": 0.0, "exact": 0.0}
+    progress = _resume(out, model, opt)
+    if progress is None:
+        progress = {"step": 0, "stage": 0, "stage_step": 0, "seconds": 0.0, "exact": 0.0}
+        if init_from is not None:
+            model.load_state_dict(load_file(str(init_from)))
     rng = random.Random(f"{cfg.seed}-{progress['step']}")
     started = time.monotonic()
     seconds_before = progress["seconds"]
