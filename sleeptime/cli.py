@@ -51,7 +51,9 @@ def main_callback(
     model: Annotated[
         str | None, typer.Option("--model", envvar="SLEEPTIME_MODEL", help="Shipped model name or model file.")
     ] = None,
-    device: Annotated[str | None, typer.Option("--device", envvar="SLEEPTIME_DEVICE", help="auto, cpu or cuda.")] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", envvar="SLEEPTIME_DEVICE", help="auto, cpu or cuda.")
+    ] = None,
 ):
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
@@ -181,6 +183,7 @@ def train_cmd(
     device: Annotated[str, typer.Option(envvar="SLEEPTIME_DEVICE", help="auto, cpu or cuda.")] = "auto",
     max_minutes: Annotated[float | None, typer.Option(help="Stop (resumably) after this long.")] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads (CPU).")] = None,
+    init_from: Annotated[str | None, typer.Option(help="Start a new run from this model file's weights.")] = None,
 ):
     """Train a memory model through its inner updates (curriculum of streamed histories); resumable."""
     from pathlib import Path
@@ -213,7 +216,10 @@ def train_cmd(
             log_file.flush()
             bar.update(task, completed=p["step"], stage=p["stage_name"], loss=p.get("loss"), exact=p.get("exact"))
 
-        progress = train(cfg, Path(out), device=dev, max_minutes=max_minutes, on_step=on_step)
+        progress = train(
+            cfg, Path(out), device=dev, max_minutes=max_minutes, on_step=on_step,
+            init_from=Path(init_from) if init_from else None,
+        )
     console.print(f"model written to {Path(out) / 'model.safetensors'} after {progress['step']} steps")
 
 
@@ -284,7 +290,12 @@ def init_cmd(ctx: typer.Context, as_json: JsonFlag = False):
 def ingest_cmd(
     ctx: typer.Context,
     context: Annotated[str, typer.Argument(help="Context name (created on first use).")],
-    source: Annotated[str, typer.Argument(metavar="[FILE|-]", help="JSONL {role, content} per line, or plain text as one user message; - reads stdin.")] = "-",
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="[FILE|-]", help="JSONL {role, content} per line, or plain text as one user message; - is stdin."
+        ),
+    ] = "-",
     as_json: JsonFlag = False,
 ):
     """Append messages to a context: all of them, or none when one is bad."""
@@ -306,16 +317,20 @@ def consolidate_cmd(ctx: typer.Context, context: str, as_json: JsonFlag = False)
 
     instance = open_app(ctx)
     total = instance.store.pending(context).tokens
-    columns = (TextColumn("consolidating"), BarColumn(), TextColumn("{task.completed}/{task.total} tokens"), TimeElapsedColumn())
+    columns = (TextColumn("consolidating"), BarColumn(), TextColumn("{task.completed}/{task.total} tokens"))
     # no bar off a terminal: logs and pipes get the one summary line
-    with Progress(*columns, console=err_console, disable=as_json or total == 0 or not err_console.is_terminal) as bar:
+    quiet = as_json or total == 0 or not err_console.is_terminal
+    with Progress(*columns, TimeElapsedColumn(), console=err_console, disable=quiet) as bar:
         task = bar.add_task("consolidate", total=total)
-        result = instance.consolidate(context, progress=lambda done, total: bar.update(task, completed=done, total=total))
+        result = instance.consolidate(context, progress=lambda done, of: bar.update(task, completed=done, total=of))
     if as_json:
         print_json({"published": result.published, "checkpoint": result.checkpoint})
     elif result.published:
         info = result.checkpoint
-        note(f"published checkpoint {info.version} of {context}: cursor {info.cursor_seq}, {result.tokens} tokens, {info.meta['seconds']} s")
+        note(
+            f"published checkpoint {info.version} of {context}: cursor {info.cursor_seq}, "
+            f"{result.tokens} tokens, {info.meta['seconds']} s"
+        )
     else:
         note(f"nothing to consolidate in {context}: no message after the head")
 
@@ -348,7 +363,9 @@ def anticipate_cmd(
 
 def _ago(when: datetime) -> str:
     seconds = int((datetime.now(when.tzinfo) - when).total_seconds())
-    return f"{seconds}s ago" if seconds < 120 else f"{seconds // 60}m ago" if seconds < 7200 else f"{when:%Y-%m-%d %H:%M}"
+    if seconds < 120:
+        return f"{seconds}s ago"
+    return f"{seconds // 60}m ago" if seconds < 7200 else f"{when:%Y-%m-%d %H:%M}"
 
 
 @app.command("status")
@@ -373,8 +390,10 @@ def status_cmd(
 def _checkpoint_row(info, head: int | None) -> list[str]:
     marker = " (head)" if info.version == head else ""
     parent = "-" if info.parent_version is None else str(info.parent_version)
-    return [f"{info.version}{marker}", parent, str(info.cursor_seq), str(info.meta.get("tokens", "-")),
-            str(info.size_bytes), info.sha256[:12], f"{info.created_at:%Y-%m-%d %H:%M:%S}"]
+    tokens = str(info.meta.get("tokens", "-"))
+    created = f"{info.created_at:%Y-%m-%d %H:%M:%S}"
+    size = str(info.size_bytes)
+    return [f"{info.version}{marker}", parent, str(info.cursor_seq), tokens, size, info.sha256[:12], created]
 
 
 @app.command("checkpoints")
@@ -411,6 +430,81 @@ def daemon_cmd(
     instance = open_app(ctx)
     configure_logging(instance.settings.log_level)
     raise typer.Exit(run_daemon(instance, workers=workers))
+
+
+keys_app = typer.Typer(
+    help="Manage API keys: once one exists, every /v1 HTTP call needs X-API-Key.", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
+HostOption = Annotated[str | None, typer.Option(envvar="SLEEPTIME_HOST", help="Address to listen on.")]
+PortOption = Annotated[int | None, typer.Option(envvar="SLEEPTIME_PORT", help="Port to listen on.")]
+
+
+def _serve(ctx: typer.Context, host: str | None, port: int | None, *, daemon: bool, workers: int = 1) -> None:
+    from sleeptime.daemon import configure_logging
+    from sleeptime.frontend.server import run
+
+    ctx.obj = {**(ctx.obj or {}), "host": host, "port": port}
+    # `up` is the first command on a fresh machine: it creates (or upgrades) the database itself
+    instance = open_app(ctx, schema=not daemon)
+    if daemon:
+        instance.init()
+    configure_logging(instance.settings.log_level)
+    raise typer.Exit(run(instance, with_daemon=daemon, workers=workers))
+
+
+@app.command("serve")
+def serve_cmd(ctx: typer.Context, host: HostOption = None, port: PortOption = None):
+    """The HTTP front end alone (uvicorn); the API is described at /docs. JSON logs on stderr."""
+    _serve(ctx, host, port, daemon=False)
+
+
+@app.command("up")
+def up_cmd(
+    ctx: typer.Context,
+    host: HostOption = None,
+    port: PortOption = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker threads running queued jobs.")] = 1,
+):
+    """The daemon and the HTTP front end in one process (embedded SQLite, shipped demo model by default): the main
+    command. Creates or upgrades the database first; SIGTERM or Ctrl-C drains both, a second one aborts."""
+    _serve(ctx, host, port, daemon=True, workers=workers)
+
+
+@keys_app.command("create")
+def keys_create_cmd(
+    ctx: typer.Context, name: Annotated[str, typer.Argument(help="A label for the key.")], as_json: JsonFlag = False
+):
+    """Create an API key and print it: the only time it is shown (only its hash is stored)."""
+    key = open_app(ctx).store.create_api_key(name)
+    if as_json:
+        print_json({"name": name, "key": key})
+    else:
+        print(key)
+        note(f"API key {name!r} created; it cannot be shown again. Send it as the X-API-Key header.")
+
+
+@keys_app.command("list")
+def keys_list_cmd(ctx: typer.Context, as_json: JsonFlag = False):
+    """List API keys (name, first characters, created, revoked); never the keys themselves."""
+    keys = open_app(ctx).store.list_api_keys()
+    if as_json:
+        return print_json([asdict(key) for key in keys])
+    table = Table("name", "prefix", "created", "revoked")
+    for key in keys:
+        revoked = "-" if key.revoked_at is None else f"{key.revoked_at:%Y-%m-%d %H:%M:%S}"
+        table.add_row(key.name, f"{key.prefix}...", f"{key.created_at:%Y-%m-%d %H:%M:%S}", revoked)
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke_cmd(ctx: typer.Context, name: str, as_json: JsonFlag = False):
+    """Revoke an API key by name: calls with it get 401 from now on."""
+    open_app(ctx).store.revoke_api_key(name)
+    if as_json:
+        print_json({"name": name, "revoked": True})
+    else:
+        note(f"API key {name!r} revoked")
 
 
 def main() -> None:

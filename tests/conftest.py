@@ -132,9 +132,74 @@ def corrupt_checkpoint(store):
     def corrupt(context: str, version: int) -> None:
         with engine.begin() as conn:
             params = {"name": context, "version": version}
-            payload = bytearray(conn.execute(text(f"SELECT payload FROM checkpoints WHERE {where}"), params).scalar_one())
+            stored = conn.execute(text(f"SELECT payload FROM checkpoints WHERE {where}"), params).scalar_one()
+            payload = bytearray(stored)
             payload[-8:] = bytes(b ^ 0xFF for b in payload[-8:])
-            conn.execute(text(f"UPDATE checkpoints SET payload = :payload WHERE {where}"), {**params, "payload": bytes(payload)})
+            update = text(f"UPDATE checkpoints SET payload = :payload WHERE {where}")
+            conn.execute(update, {**params, "payload": bytes(payload)})
 
     yield corrupt
     engine.dispose()
+
+
+class Cli:
+    """The real `sleeptime` command in subprocesses, on one database and the tiny model, with one torch thread."""
+
+    def __init__(self, url: str, model: str, **env: str):
+        import sys
+        from pathlib import Path
+
+        self.exe = str(Path(sys.executable).with_name("sleeptime"))
+        base = {k: v for k, v in os.environ.items() if not k.startswith("SLEEPTIME_")}
+        self.env = base | {"SLEEPTIME_DB": url, "SLEEPTIME_MODEL": model, "SLEEPTIME_DEVICE": "cpu"}
+        self.env |= {"OMP_NUM_THREADS": "1", "COLUMNS": "200"} | env
+
+    def run(self, *args: str, input: bytes | str | None = None, env: dict | None = None, timeout: float = 120):
+        import subprocess
+
+        data = input.encode() if isinstance(input, str) else input
+        done = subprocess.run(
+            [self.exe, *args], input=data, capture_output=True, env=self.env | (env or {}), timeout=timeout
+        )
+        done.stdout, done.stderr = done.stdout.decode(), done.stderr.decode()
+        return done
+
+    def ok(self, *args: str, **kwargs):
+        """Run, require exit 0, and return stdout parsed as JSON when --json was given, else the process."""
+        import json
+
+        done = self.run(*args, **kwargs)
+        assert done.returncode == 0, (args, done.returncode, done.stderr)
+        return json.loads(done.stdout) if "--json" in args else done
+
+    def popen(self, *args: str, env: dict | None = None, **kwargs):
+        import subprocess
+
+        return subprocess.Popen([self.exe, *args], env=self.env | (env or {}), **kwargs)
+
+
+@pytest.fixture
+def make_cli(tiny_model_path):
+    def build(url: str, **env: str) -> Cli:
+        return Cli(url, str(tiny_model_path), **env)
+
+    return build
+
+
+@pytest.fixture
+def local_app(tiny_engine, tiny_model_path):
+    """local_app(url): an initialised in-process App on a given database with the tiny engine, for fast setup
+    before the real command runs."""
+    from sleeptime.app import App
+    from sleeptime.settings import load_settings
+
+    apps = []
+
+    def build(url: str):
+        apps.append(App(load_settings(db=url, model=str(tiny_model_path), device="cpu"), engine=tiny_engine))
+        apps[-1].init()
+        return apps[-1]
+
+    yield build
+    for app in apps:
+        app.close()

@@ -85,10 +85,27 @@ def _unflatten(skeleton: dict, tensors: dict[str, Tensor]):
 
 
 def state_to_bytes(state: dict, metadata: dict[str, str] | None = None) -> bytes:
+    """A state as safetensors bytes; the same state always gives the same bytes (checkpoint digests rely on it)."""
     tensors: dict[str, Tensor] = {}
     skeleton = _flatten(state, "s", tensors)
     meta = {"format": STATE_FORMAT, "skeleton": json.dumps(skeleton)} | (metadata or {})
-    return save(tensors, metadata=meta)
+    return canonical_safetensors(save(tensors, metadata=meta))
+
+
+def canonical_safetensors(payload: bytes) -> bytes:
+    """The same safetensors file with its JSON header keys sorted.
+
+    safetensors writes `__metadata__` in hash-map order, which changes from call to call; sorting makes the bytes
+    (and so the checkpoint digest) a function of the state alone. Tensor offsets are relative to the data section,
+    so only the header moves.
+    """
+    size = int.from_bytes(payload[:8], "little")
+    header = json.loads(payload[8 : 8 + size])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    # the format pads the header with spaces so that the data section starts 8-byte aligned
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + payload[8 + size :]
+
 
 
 def state_metadata(data: bytes) -> dict[str, str]:

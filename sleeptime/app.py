@@ -1,0 +1,196 @@
+"""The composition root: `App(settings)` owns the Store, the model (loaded on first use) and the query engine, and
+offers the operations the CLI, the daemon and the HTTP front end call. Nothing else builds these parts.
+
+Commands that need no model (ingest, status, checkpoints, rollback, anticipate, precomputed answers) never import
+torch: the MemoryEngine is loaded the first time `engine` is read.
+"""
+
+import json
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sleeptime import SleeptimeError
+from sleeptime.db import CheckpointInfo, InvalidInput, RunInfo, Store, head_revision
+from sleeptime.frontend.query import QueryEngine, QueryResult
+from sleeptime.jobs import worker
+from sleeptime.jobs.consolidate import Consolidation, Progress, consolidate
+from sleeptime.models.tokenizer import ROLES, encode_message
+from sleeptime.settings import Settings, load_settings
+
+
+@dataclass(frozen=True)
+class ContextStatus:
+    name: str
+    head_version: int | None
+    cursor_seq: int
+    last_seq: int
+    pending_messages: int
+    pending_tokens: int
+    last_activity_at: datetime
+    last_run: RunInfo | None
+
+
+def _check_message(i: int, message: object, max_bytes: int) -> tuple[str, str, int]:
+    """(role, content, n_tokens) of one message, or InvalidInput naming message i (1-based)."""
+    if not isinstance(message, Mapping):
+        raise InvalidInput(f"message {i}: expected an object with \"role\" and \"content\"")
+    role, content = message.get("role"), message.get("content")
+    if role not in ROLES:
+        raise InvalidInput(f"message {i}: role {role!r} is not one of {', '.join(ROLES)}")
+    if not isinstance(content, str):
+        raise InvalidInput(f"message {i}: \"content\" must be a string")
+    if not content.strip():
+        raise InvalidInput(f"message {i} is empty")
+    try:
+        size = len(content.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidInput(f"message {i} is not valid UTF-8 (lone surrogate)") from None
+    if size > max_bytes:
+        raise InvalidInput(f"message {i} is {size} bytes, over the limit of {max_bytes} (SLEEPTIME_MAX_MESSAGE_BYTES)")
+    return role, content, len(encode_message(role, content))
+
+
+def parse_transcript(data: bytes) -> list[dict[str, Any]]:
+    """Messages from raw input: JSONL ({"role", "content"} per line) when the first non-blank character is `{`,
+    else the whole text as one user message. Raises InvalidInput for bad UTF-8, bad JSON or no content."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InvalidInput(f"input is not valid UTF-8: byte 0x{data[exc.start]:02x} on line {line}") from None
+    if not text.lstrip().startswith("{"):
+        if not text.strip():
+            raise InvalidInput("input is empty: no message to ingest")
+        return [{"role": "user", "content": text.strip()}]
+    messages = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            message = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"line {number} is not valid JSON: {exc.msg} (column {exc.colno})") from None
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            raise InvalidInput(f"line {number}: expected an object with \"role\" and \"content\"")
+        messages.append(message)
+    return messages
+
+
+class App:
+    """sleeptime's operations over one database and one model."""
+
+    def __init__(self, settings: Settings | None = None, *, store: Store | None = None, engine: Any = None):
+        self.settings = settings or load_settings()
+        self.store = store or Store(self.settings.db)
+        self._engine = engine
+        self._engine_lock = threading.Lock()
+        self.queries = QueryEngine(self.store, lambda: self.engine, self.settings.cache_bytes)
+
+    @property
+    def engine(self) -> Any:
+        """The MemoryEngine, loaded once (thread-safe) from settings.model on settings.device."""
+        if self._engine is None:
+            with self._engine_lock:
+                if self._engine is None:
+                    self._engine = self._load_engine()
+        return self._engine
+
+    def _load_engine(self) -> Any:
+        import torch
+
+        from sleeptime.models.engine import MemoryEngine
+
+        # decayed memories drift into denormal floats, which are many times slower on CPU
+        torch.set_flush_denormal(True)
+        try:
+            return MemoryEngine.load(self.settings.model, self.settings.device)
+        except (OSError, ValueError) as exc:
+            raise SleeptimeError(f"cannot load model {self.settings.model!r}: {exc}") from None
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "App":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # the database
+
+    def init(self) -> str:
+        """Create or upgrade the schema; returns its revision."""
+        self.store.migrate()
+        return head_revision()
+
+    def require_schema(self) -> None:
+        self.store.require_schema()
+
+    # data
+
+    def ingest(self, context: str, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Append messages ({"role", "content"}); all are checked first, so one bad message stores nothing.
+        Returns their seqs."""
+        limit = self.settings.max_message_bytes
+        if not messages:
+            raise InvalidInput("no messages to ingest")
+        checked = [_check_message(i, message, limit) for i, message in enumerate(messages, 1)]
+        return self.store.append_messages(context, checked, max_message_bytes=limit)
+
+    def anticipate(self, context: str, questions: Iterable[str]) -> int:
+        """Register standing questions; the next consolidation precomputes their answers. Returns how many were new."""
+        questions = list(questions)
+        if not questions:
+            raise InvalidInput("no questions to register")
+        return self.store.add_anticipated(context, questions, source="registered")
+
+    def consolidate(self, context: str, progress: Progress | None = None, abort: Any = None) -> Consolidation:
+        """One consolidation pass now (see jobs/consolidate.py)."""
+        if self.store.pending(context).messages == 0:
+            # nothing to do: answer without loading the model
+            return Consolidation(context, False, self.store.head_checkpoint_meta(context), None, 0, 0)
+        return consolidate(self.store, self.engine, context, progress=progress, abort=abort)
+
+    def query(self, context: str, question: str) -> QueryResult:
+        return self.queries.query(context, question)
+
+    # inspection and history
+
+    def status(self, context: str | None = None) -> list[ContextStatus]:
+        contexts = [self.store.get_context(context)] if context is not None else self.store.list_contexts()
+        rows = []
+        for ctx in contexts:
+            pending = self.store.pending(ctx.name)
+            rows.append(
+                ContextStatus(
+                    ctx.name, ctx.head_version, ctx.cursor_seq, ctx.last_seq, pending.messages, pending.tokens,
+                    ctx.last_activity_at, self.store.last_run(ctx.name),
+                )
+            )
+        return rows
+
+    def checkpoints(self, context: str) -> list[CheckpointInfo]:
+        return self.store.list_checkpoints(context)
+
+    def rollback(self, context: str, version: int) -> CheckpointInfo:
+        """Move the head back to an existing valid version (a consolidation in flight then loses its CAS)."""
+        return self.store.rollback(context, version)
+
+    def prune(self, context: str) -> list[int]:
+        """Delete old versions beyond keep_checkpoints (the head always stays); returns the deleted versions."""
+        return self.store.prune_checkpoints(context, self.settings.keep_checkpoints)
+
+    # what the daemon runs
+
+    def sweep(self) -> list[str]:
+        return worker.sweep(self)
+
+    def queue_prunes(self) -> list[str]:
+        return worker.queue_prunes(self)
+
+    def new_worker(self, worker_id: str, **kwargs: Any) -> "worker.Worker":
+        return worker.Worker(self, worker_id, **kwargs)
+

@@ -1,0 +1,198 @@
+"""One consolidation pass over a context: head state + new messages -> next checkpoint, published atomically.
+
+  1. read the head (version, cursor) and fix the range (cursor, last seq]: messages that arrive later wait for the
+     next pass, so each message is consumed by exactly one published checkpoint
+  2. load and verify the head state (or start fresh), refusing a state written by another model
+  3. stream the range in bounded batches through the model (tokens fed in fixed-size pieces)
+  4. anticipate: gather the expected questions and answer them with the new state
+  5. publish checkpoint + head CAS + answers in one transaction; a lost CAS marks the run superseded
+
+Nothing is written to the head before step 5, so a crash at any point leaves the head unchanged.
+"""
+
+import logging
+import time
+from array import array
+from bisect import bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sleeptime import SleeptimeError
+from sleeptime.db import CheckpointInfo, HeadConflict, Store
+from sleeptime.jobs.anticipate import answer_questions, extract_questions, gather_questions
+from sleeptime.models.tokenizer import encode_message
+
+log = logging.getLogger(__name__)
+
+BATCH_MESSAGES = 512
+# tokens handed to the model per call: a multiple of the engine's segment, large enough to amortise the call
+FEED_TOKENS = 8192
+ANSWER_TOKENS = 64
+TOP_SPANS = 8
+# questions extracted from one pass's messages, newest kept: a long history can state thousands of facts
+MAX_EXTRACTED = 64
+
+Progress = Callable[[int, int], None]
+
+
+class ModelMismatch(SleeptimeError):
+    """The head checkpoint was written by a different model than the one loaded."""
+
+
+class Aborted(SleeptimeError):
+    """The pass was stopped before publishing; the head is untouched."""
+
+
+@dataclass(frozen=True)
+class Consolidation:
+    """What a pass did: `checkpoint` is the new head when `published`, else the unchanged head (or None)."""
+
+    context: str
+    published: bool
+    checkpoint: CheckpointInfo | None
+    run_id: int | None
+    tokens: int
+    messages: int
+
+
+class _Pass:
+    """The state of one pass; `run()` drives it. Split out so each step reads as one short method."""
+
+    def __init__(self, store: Store, engine: Any, context: str, progress: Progress | None, abort: Any):
+        self.store, self.engine, self.context = store, engine, context
+        self.progress, self.abort = progress, abort
+        self.started = time.monotonic()
+        self.done_tokens = 0
+        self.total_tokens = 0
+        # an ordered set: a fact stated again moves to the newest end
+        self.extracted: dict[str, None] = {}
+        # token offset (within this pass) where each consumed message starts, to map surprising spans to seqs
+        self.offsets, self.seqs = array("q"), array("q")
+
+    def check(self) -> None:
+        if self.abort is not None and self.abort.is_set():
+            raise Aborted(f"consolidation of {self.context!r} aborted before publishing; the head is unchanged")
+
+    def load_head(self) -> tuple[Any, int | None, int]:
+        head = self.store.head_checkpoint_meta(self.context)
+        if head is None:
+            return self.engine.new_state(), None, 0
+        if head.model_id != self.engine.model_id:
+            raise ModelMismatch(
+                f"context {self.context!r}: head checkpoint {head.version} was written by model {head.model_id}, "
+                f"but the loaded model is {self.engine.model_id}; use that model (--model) or roll back"
+            )
+        # by version, not "the head": the cursor and the state must come from the same checkpoint
+        checkpoint = self.store.load_checkpoint(self.context, head.version)
+        try:
+            state = self.engine.decode_state(checkpoint.payload)
+        except ValueError as exc:
+            message = f"context {self.context!r}: head checkpoint {head.version} is unreadable: {exc}"
+            raise SleeptimeError(message) from None
+        return state, head.version, head.cursor_seq
+
+    def on_segment(self, n: int) -> None:
+        self.done_tokens += n
+        if self.progress is not None:
+            self.progress(min(self.done_tokens, self.total_tokens), self.total_tokens)
+        # inside the model loop: a second SIGTERM stops within one segment
+        self.check()
+
+    def feed(self, state: Any, stats: Any, tokens: list[int]) -> tuple[Any, Any]:
+        return self.engine.consume(state, tokens, progress=self.on_segment, stats=stats)
+
+    def consume(self, state: Any, cursor: int, to_seq: int) -> tuple[Any, Any, int]:
+        """Stream messages (cursor, to_seq] through the model; returns (state, stats, messages consumed)."""
+        buffer: list[int] = []
+        stats, seq, count, offset = None, cursor, 0, 0
+        while seq < to_seq:
+            batch = [m for m in self.store.messages_after(self.context, seq, limit=BATCH_MESSAGES) if m.seq <= to_seq]
+            if not batch:
+                raise SleeptimeError(f"context {self.context!r}: messages up to {to_seq} are missing")
+            for message in batch:
+                tokens = encode_message(message.role, message.content)
+                self.offsets.append(offset)
+                self.seqs.append(message.seq)
+                offset += len(tokens)
+                buffer.extend(tokens)
+                if message.role == "user":
+                    self.note_questions(extract_questions(message.content))
+            seq, count = batch[-1].seq, count + len(batch)
+            while len(buffer) >= FEED_TOKENS:
+                state, stats = self.feed(state, stats, buffer[:FEED_TOKENS])
+                del buffer[:FEED_TOKENS]
+        if buffer:
+            state, stats = self.feed(state, stats, buffer)
+        if self.progress is not None:
+            # the total was read a moment after the range was fixed and may include a newer message
+            self.progress(self.done_tokens, self.done_tokens)
+        return state, stats, count
+
+    def note_questions(self, questions: list[str]) -> None:
+        for question in questions:
+            self.extracted.pop(question, None)
+            self.extracted[question] = None
+        while len(self.extracted) > MAX_EXTRACTED:
+            del self.extracted[next(iter(self.extracted))]
+
+    def span_seq(self, offset: int) -> int:
+        return self.seqs[max(0, bisect_right(self.offsets, offset) - 1)]
+
+    def meta(self, stats: Any, messages: int, cursor: int, to_seq: int, questions: int) -> dict[str, Any]:
+        spans = [
+            {"surprise": round(loss, 4), "offset": start, "tokens": length, "seq": self.span_seq(start)}
+            for loss, start, length in stats.spans[:TOP_SPANS]
+        ]
+        return {
+            "tokens": stats.tokens,
+            "messages": messages,
+            "from_seq": cursor,
+            "to_seq": to_seq,
+            "mean_surprise": round(stats.mean_surprise, 6),
+            "top_spans": spans,
+            "questions": questions,
+            "model_id": self.engine.model_id,
+            "seconds": round(time.monotonic() - self.started, 3),
+        }
+
+    def run(self) -> Consolidation:
+        state, parent, cursor = self.load_head()
+        to_seq = self.store.get_context(self.context).last_seq
+        if to_seq <= cursor:
+            head = self.store.head_checkpoint_meta(self.context)
+            return Consolidation(self.context, False, head, None, 0, 0)
+        self.total_tokens = self.store.pending(self.context).tokens
+        run_id = self.store.start_run(self.context, parent, cursor, to_seq)
+        try:
+            return self.publish(run_id, state, parent, cursor, to_seq)
+        except HeadConflict as exc:
+            self.store.finish_run(run_id, "superseded", error=str(exc))
+            raise
+        except BaseException as exc:
+            # KeyboardInterrupt too: the run record says how it ended (a SIGKILL leaves it "running")
+            self.store.finish_run(run_id, "failed", error=str(exc) or type(exc).__name__)
+            raise
+
+    def publish(self, run_id: int, state: Any, parent: int | None, cursor: int, to_seq: int) -> Consolidation:
+        state, stats, messages = self.consume(state, cursor, to_seq)
+        questions = gather_questions(self.store, self.context, list(self.extracted))
+        answers = answer_questions(self.engine, state, questions, ANSWER_TOKENS, check=self.check)
+        payload = self.engine.encode_state(state)
+        meta = self.meta(stats, messages, cursor, to_seq, len(answers))
+        self.check()
+        info = self.store.publish_checkpoint(
+            self.context, parent, to_seq, self.engine.model_id, payload, meta, answers, run_id=run_id
+        )
+        fields = {"context": self.context, "version": info.version, "tokens": stats.tokens, "seconds": meta["seconds"]}
+        log.info("published", extra=fields)
+        return Consolidation(self.context, True, info, run_id, stats.tokens, messages)
+
+
+def consolidate(
+    store: Store, engine: Any, context: str, *, progress: Progress | None = None, abort: Any = None
+) -> Consolidation:
+    """Run one pass. `progress(done_tokens, total_tokens)` is called per model segment; setting the `abort` event
+    (anything with `is_set()`) stops the pass before it publishes (Aborted). Raises HeadConflict when another pass or
+    a rollback moved the head first, ModelMismatch for a head from another model, UnknownContext."""
+    return _Pass(store, engine, context, progress, abort).run()

@@ -1,0 +1,167 @@
+"""Queue workers and the idle sweep over the embedded job queue (a table in the same database).
+
+Jobs are at-least-once: a worker holds a lease that a heartbeat keeps alive; if the worker dies, the lease expires
+and another worker takes the job again. That is safe because a consolidation publishes by compare-and-swap on the
+head, and the queue runs one job per context at a time.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from sleeptime import SleeptimeError
+from sleeptime.db import HeadConflict, Job
+from sleeptime.jobs.consolidate import Aborted
+
+if TYPE_CHECKING:
+    from sleeptime.app import App
+
+log = logging.getLogger(__name__)
+
+CONSOLIDATE = "consolidate"
+PRUNE = "prune"
+JOB_KINDS = (CONSOLIDATE, PRUNE)
+
+
+def sweep(app: "App") -> list[str]:
+    """Queue a consolidation for each context idle for idle_after with messages after its head (the queue
+    collapses repeated triggers into one queued job)."""
+    names = app.store.idle_contexts(app.settings.idle_after)
+    for name in names:
+        app.store.enqueue(CONSOLIDATE, name, {"reason": "idle"})
+    return names
+
+
+def queue_prunes(app: "App") -> list[str]:
+    """Queue a prune for every context with more checkpoints than keep_checkpoints (plus its head)."""
+    names = []
+    for ctx in app.store.list_contexts():
+        if ctx.head_version is not None and len(app.store.list_checkpoints(ctx.name)) > app.settings.keep_checkpoints:
+            app.store.enqueue(PRUNE, ctx.name)
+            names.append(ctx.name)
+    return names
+
+
+class _Either:
+    """Set when either event is: the daemon's abort or this job's lost lease."""
+
+    def __init__(self, *events: threading.Event):
+        self.events = events
+
+    def is_set(self) -> bool:
+        return any(event.is_set() for event in self.events)
+
+
+class Worker:
+    """Claims and runs jobs until `stop` is set; `abort` stops the running job before it publishes."""
+
+    def __init__(
+        self,
+        app: "App",
+        worker_id: str,
+        *,
+        stop: threading.Event,
+        abort: threading.Event,
+        wake: threading.Event | None = None,
+        poll_seconds: float = 1.0,
+    ):
+        self.app, self.store, self.id = app, app.store, worker_id
+        self.stop, self.abort = stop, abort
+        self.wake = wake or threading.Event()
+        self.poll_seconds = poll_seconds
+        self.lease = app.settings.lease_seconds
+        # a job abandoned on a second SIGTERM: the daemon reports it in its exit status
+        self.aborted_jobs: list[int] = []
+        self.handlers: dict[str, Callable[[Job, _Either], dict]] = {CONSOLIDATE: self._consolidate, PRUNE: self._prune}
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                busy = self.run_once()
+            except Exception:
+                # the database failed while settling a job: its lease expires and the job is retried
+                log.exception("worker error", extra={"event": "worker_error", "worker": self.id})
+                busy = False
+            if not busy:
+                self.wake.wait(self.poll_seconds)
+                self.wake.clear()
+
+    def run_once(self) -> bool:
+        """Claim and run one job; False when there was none (or the queue could not be read)."""
+        try:
+            job = self.store.claim(self.id, self.lease)
+        except Exception:
+            log.exception("claim failed", extra={"event": "claim_failed", "worker": self.id})
+            return False
+        if job is None:
+            return False
+        self.execute(job)
+        return True
+
+    def execute(self, job: Job) -> None:
+        lost, done = threading.Event(), threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(job, lost, done), name=f"heartbeat-{job.id}", daemon=True)
+        beat.start()
+        fields = {"job": job.id, "kind": job.kind, "context": job.context, "worker": self.id, "attempt": job.attempts}
+        log.info("job started", extra={"event": "job_started", **fields})
+        started = time.monotonic()
+        try:
+            outcome = self._dispatch(job, _Either(self.abort, lost))
+            self.store.complete(job.id, self.id)
+            log.info("job done", extra={"event": "job_done", **fields, **outcome, "seconds": _since(started)})
+        except Aborted:
+            self._aborted(job, lost, fields)
+        except HeadConflict as exc:
+            # another pass (or a rollback) moved the head first: its result stands, nothing to retry
+            self.store.complete(job.id, self.id)
+            log.info("job superseded", extra={"event": "job_superseded", **fields, "reason": str(exc)})
+        except Exception as exc:
+            self.store.fail(job.id, str(exc) or type(exc).__name__, self.id)
+            # a SleeptimeError is a known condition (its message says it all); anything else is a bug: keep the trace
+            expected = isinstance(exc, SleeptimeError)
+            extra = {"event": "job_failed", **fields, "error": str(exc), "seconds": _since(started)}
+            log.error("job failed", exc_info=not expected, extra=extra)
+        finally:
+            done.set()
+            beat.join()
+
+    def _aborted(self, job: Job, lost: threading.Event, fields: dict) -> None:
+        if lost.is_set():
+            # the lease went to another worker, which owns the job now
+            log.warning("job lease lost", extra={"event": "job_lease_lost", **fields})
+            return
+        self.aborted_jobs.append(job.id)
+        self.store.fail(job.id, "aborted by a second SIGTERM", self.id)
+        log.warning("job aborted", extra={"event": "job_aborted", **fields})
+
+    def _dispatch(self, job: Job, abort: _Either) -> dict:
+        handler = self.handlers.get(job.kind)
+        if handler is None:
+            raise SleeptimeError(f"unknown job kind {job.kind!r}; expected one of {', '.join(JOB_KINDS)}")
+        return handler(job, abort)
+
+    def _consolidate(self, job: Job, abort: _Either) -> dict:
+        result = self.app.consolidate(job.context, abort=abort)
+        if not result.published:
+            return {"published": False}
+        self.store.enqueue(PRUNE, job.context)
+        return {"published": True, "version": result.checkpoint.version, "tokens": result.tokens}
+
+    def _prune(self, job: Job, abort: _Either) -> dict:
+        return {"pruned": self.app.prune(job.context)}
+
+    def _heartbeat(self, job: Job, lost: threading.Event, done: threading.Event) -> None:
+        # three beats per lease: one missed beat (a slow database) does not lose the job
+        while not done.wait(self.lease / 3):
+            try:
+                if not self.store.heartbeat(job.id, self.id, self.lease):
+                    lost.set()
+                    return
+            except Exception:
+                log.exception("heartbeat failed", extra={"event": "heartbeat_failed", "job": job.id})
+
+
+def _since(started: float) -> float:
+    return round(time.monotonic() - started, 3)

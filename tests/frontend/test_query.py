@@ -1,0 +1,171 @@
+import threading
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from sleeptime.db import InvalidInput, MessageRecord, UnknownContext
+from sleeptime.frontend.query import LoadedState, QueryEngine, StateCache, cap_tail
+from sleeptime.models.tokenizer import encode_message
+
+
+class Spy:
+    """The tiny engine, recording what each answer was given."""
+
+    def __init__(self, engine):
+        self.engine, self.model_id, self.calls = engine, engine.model_id, []
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def answer(self, state, question, tail=(), max_new_tokens=64):
+        self.calls.append({"position": state["position"], "question": question, "tail": list(tail)})
+        return self.engine.answer(state, question, tail=tail, max_new_tokens=4)
+
+
+def messages(n, offset=0):
+    return [{"role": "user", "content": f"message number {offset + i}"} for i in range(n)]
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def spy(tiny_engine):
+    return Spy(tiny_engine)
+
+
+@pytest.fixture
+def queries(store, spy):
+    return QueryEngine(store, lambda: spy, cache_bytes=10**8, max_new_tokens=4)
+
+
+def test_anticipated_questions_are_precomputed_and_others_online(app, store, queries, spy):
+    app.ingest("c", messages(3))
+    app.anticipate("c", ["What is my name?"])
+    app.consolidate("c")
+    hit = queries.query("c", "what is my NAME")
+    assert (hit.source, hit.checkpoint) == ("precomputed", 1) and hit.latency_ms >= 0
+    assert hit.answer == store.get_precomputed("c", 1, "what is my name").answer
+    assert spy.calls == []
+    miss = queries.query("c", "Where do I live?")
+    assert (miss.source, miss.checkpoint) == ("online", 1)
+    assert spy.calls[0]["tail"] == [] and spy.calls[0]["position"] > 0
+    logged = store.recent_questions("c")
+    assert logged == ["Where do I live?", "what is my NAME"]
+
+
+def test_a_message_after_the_head_makes_precomputed_answers_stale(app, queries, spy):
+    app.ingest("c", messages(2))
+    app.anticipate("c", ["What is my name?"])
+    app.consolidate("c")
+    app.ingest("c", [{"role": "user", "content": "my name is Bo"}])
+    result = queries.query("c", "What is my name?")
+    assert (result.source, result.checkpoint) == ("online", 1)
+    assert spy.calls[0]["tail"] == [{"role": "user", "content": "my name is Bo"}]
+
+
+def test_without_a_checkpoint_the_tail_is_answered_from_a_fresh_state(app, queries, spy):
+    app.ingest("c", messages(3))
+    result = queries.query("c", "anything?")
+    assert (result.source, result.checkpoint) == ("online", None)
+    assert spy.calls[0]["position"] == 0 and spy.calls[0]["tail"] == messages(3)
+
+
+def test_the_tail_is_capped_to_the_newest_tokens(app, store, spy):
+    app.ingest("c", messages(10))
+    size = len(encode_message("user", "message number 0"))
+    QueryEngine(store, lambda: spy, 10**8, tail_tokens=3 * size).query("c", "q?")
+    assert spy.calls[0]["tail"] == messages(3, offset=7)
+
+
+def test_cap_tail_keeps_the_end_of_one_huge_message():
+    now = datetime.now(timezone.utc)
+    huge = MessageRecord(1, "user", "x" * 100 + "é" + "tail end", 120, now)
+    # [ROLE] + 10 bytes + [END]: "é" is two bytes
+    assert cap_tail([huge], max_tokens=12) == [{"role": "user", "content": "étail end"}]
+    # one byte less splits "é", whose remaining half is dropped
+    assert cap_tail([huge], max_tokens=11) == [{"role": "user", "content": "tail end"}]
+    assert cap_tail([], 10) == []
+
+
+def test_a_corrupt_head_falls_back_to_the_previous_version(app, queries, spy, corrupt_checkpoint):
+    app.ingest("c", messages(2))
+    app.consolidate("c")
+    app.ingest("c", messages(2, offset=2))
+    app.consolidate("c")
+    corrupt_checkpoint("c", 2)
+    result = queries.query("c", "What is my name?")
+    assert (result.source, result.checkpoint) == ("online", 1)
+    # the state of version 1 plus the messages it has not consumed
+    assert spy.calls[0]["tail"] == messages(2, offset=2)
+
+
+def test_concurrent_queries_load_the_state_once(app, store, queries):
+    app.ingest("c", messages(4))
+    app.consolidate("c")
+    results, barrier = [], threading.Barrier(6)
+
+    def ask(i):
+        barrier.wait()
+        results.append(queries.query("c", f"question {i}?"))
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 6 and {r.checkpoint for r in results} == {1}
+    assert queries.cache.loads == 1 and len(store.recent_questions("c")) == 6
+
+
+def test_warm_loads_the_head_state_before_the_first_query(app, queries):
+    app.ingest("c", messages(2))
+    assert not queries.warm("c")
+    app.consolidate("c")
+    assert queries.warm("c") and queries.warm("c") and queries.cache.loads == 1
+    assert queries.query("c", "anything?").checkpoint == 1 and queries.cache.loads == 1
+
+
+def test_bad_questions_and_unknown_contexts(app, queries):
+    app.ingest("c", messages(1))
+    for bad in ("", "   ", "?!", "x" * 9000):
+        with pytest.raises(InvalidInput):
+            queries.query("c", bad)
+    with pytest.raises(UnknownContext):
+        queries.query("ghost", "hello?")
+
+
+def test_state_cache_loads_each_key_once_under_concurrent_misses():
+    cache, calls, barrier = StateCache(budget_bytes=100), [], threading.Barrier(8)
+
+    def loader():
+        calls.append(1)
+        time.sleep(0.05)
+        return LoadedState(1, 0, object(), 10)
+
+    def get():
+        barrier.wait()
+        cache.get_or_load(("c", 1), loader)
+
+    threads = [threading.Thread(target=get) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(cache) == 1
+
+
+def test_state_cache_evicts_least_recently_used_within_its_budget():
+    cache = StateCache(budget_bytes=100)
+    for version in (1, 2, 3):
+        cache.get_or_load(("c", version), lambda v=version: LoadedState(v, 0, None, 40))
+    assert len(cache) == 2 and cache.used == 80
+    cache.get_or_load(("c", 2), lambda: pytest.fail("cached"))
+    cache.get_or_load(("c", 4), lambda: LoadedState(4, 0, None, 40))
+    cache.get_or_load(("c", 2), lambda: pytest.fail("cached"))
+    # too big to keep: served, not cached
+    cache.get_or_load(("c", 5), lambda: LoadedState(5, 0, None, 101))
+    assert len(cache) == 2 and cache.loads == 5

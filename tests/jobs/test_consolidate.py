@@ -1,0 +1,125 @@
+import threading
+
+import pytest
+from safetensors.torch import load
+
+from sleeptime.db import CorruptCheckpoint, HeadConflict, normalize_question
+from sleeptime.jobs import consolidate as job
+from sleeptime.jobs.consolidate import Aborted, ModelMismatch
+from sleeptime.models.checkpoint import canonical_safetensors
+
+from .conftest import transcript
+
+
+def test_a_pass_consumes_everything_and_publishes_answers(app, store):
+    app.ingest("c", [{"role": "user", "content": "my name is Ada"}, *transcript(6)])
+    app.anticipate("c", ["Where is the river?"])
+    store.log_query("c", "Who am I?", "online", 1.0)
+    result = app.consolidate("c")
+
+    info = result.checkpoint
+    assert result.published and (info.version, info.parent_version, info.cursor_seq) == (1, None, 7)
+    assert info.model_id == app.engine.model_id
+    assert info.meta["tokens"] == result.tokens == sum(m.n_tokens for m in store.messages_after("c", 0))
+    assert info.meta["messages"] == 7 and info.meta["mean_surprise"] > 0 and info.meta["top_spans"]
+    assert {span["seq"] for span in info.meta["top_spans"]} <= set(range(1, 8))
+    assert store.last_run("c").status == "published" and store.pending("c").messages == 0
+    answered = {a.normalized_question for a in store.list_precomputed("c", 1)}
+    assert answered == {normalize_question(q) for q in ("Where is the river", "Who am I", "What is my name")}
+    assert ("What is my name?", "extracted") in {(a.question, a.source) for a in store.list_anticipated("c")}
+
+
+def test_nothing_pending_publishes_nothing(app):
+    app.ingest("c", transcript(2))
+    first = app.consolidate("c")
+    again = app.consolidate("c")
+    assert not again.published and again.checkpoint.version == first.checkpoint.version == 1
+
+
+def test_same_head_and_messages_give_the_same_digest(app, monkeypatch):
+    for name in ("a", "b", "c"):
+        app.ingest(name, transcript(40, seed=3))
+    a = app.consolidate("a").checkpoint
+    b = app.consolidate("b").checkpoint
+    # reading the messages in smaller batches changes nothing
+    monkeypatch.setattr(job, "BATCH_MESSAGES", 3)
+    c = app.consolidate("c").checkpoint
+    assert a.sha256 == b.sha256 == c.sha256
+
+
+def test_a_second_pass_starts_at_the_cursor(app, store):
+    app.ingest("c", transcript(4))
+    app.consolidate("c")
+    app.ingest("c", transcript(3, seed=1))
+    second = app.consolidate("c").checkpoint
+    assert (second.version, second.parent_version, second.cursor_seq) == (2, 1, 7)
+    assert (second.meta["from_seq"], second.meta["messages"]) == (4, 3)
+    run = store.last_run("c")
+    assert (run.parent_version, run.from_seq, run.to_seq, run.published_version) == (1, 4, 7, 2)
+
+
+def test_messages_arriving_during_a_pass_wait_for_the_next(app, store):
+    app.ingest("c", transcript(30))
+    late = []
+
+    def ingest_once(done, total):
+        if not late:
+            late.extend(app.ingest("c", transcript(2, seed=9)))
+
+    first = app.consolidate("c", progress=ingest_once).checkpoint
+    assert first.cursor_seq == 30 and late == [31, 32]
+    assert store.pending("c").messages == 2
+    assert app.consolidate("c").checkpoint.cursor_seq == 32
+
+
+def test_a_lost_compare_and_swap_publishes_nothing(app, store):
+    app.ingest("c", transcript(20))
+
+    def rival(done, total):
+        if not store.list_checkpoints("c"):
+            store.publish_checkpoint("c", None, 1, app.engine.model_id, b"rival", {})
+
+    with pytest.raises(HeadConflict):
+        app.consolidate("c", progress=rival)
+    assert [c.meta for c in store.list_checkpoints("c")] == [{}]
+    assert store.last_run("c").status == "superseded"
+    assert store.list_precomputed("c", 1) == []
+
+
+def test_abort_leaves_the_head_untouched(app, store):
+    app.ingest("c", transcript(4))
+    app.consolidate("c")
+    app.ingest("c", transcript(20, seed=2))
+    abort = threading.Event()
+    with pytest.raises(Aborted):
+        app.consolidate("c", progress=lambda done, total: abort.set(), abort=abort)
+    assert store.get_context("c").head_version == 1 and len(store.list_checkpoints("c")) == 1
+    assert store.last_run("c").status == "failed"
+
+
+def test_a_head_from_another_model_is_refused(app, store):
+    app.ingest("c", transcript(2))
+    store.publish_checkpoint("c", None, 1, "some-other-model", b"state", {})
+    with pytest.raises(ModelMismatch, match="some-other-model"):
+        app.consolidate("c")
+    assert store.last_run("c") is None
+
+
+def test_a_corrupt_head_is_refused(app, store, corrupt_checkpoint):
+    app.ingest("c", transcript(2))
+    app.consolidate("c")
+    app.ingest("c", transcript(2, seed=1))
+    corrupt_checkpoint("c", 1)
+    with pytest.raises(CorruptCheckpoint, match="checkpoint 1"):
+        app.consolidate("c")
+    assert store.get_context("c").head_version == 1
+
+
+def test_canonical_safetensors_is_stable_and_loadable(app):
+    state, _ = app.engine.consume(app.engine.new_state(), list(b"hello world"))
+    payloads = {canonical_safetensors(app.engine.encode_state(state)) for _ in range(5)}
+    assert len(payloads) == 1
+    [payload] = payloads
+    assert canonical_safetensors(payload) == payload
+    assert set(load(payload)) == set(load(app.engine.encode_state(state)))
+    app.engine.decode_state(payload)

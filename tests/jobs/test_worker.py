@@ -1,0 +1,62 @@
+import threading
+
+from sleeptime.jobs.worker import CONSOLIDATE, PRUNE, Worker
+
+from .conftest import transcript
+
+
+def worker_for(app, name="w1"):
+    return Worker(app, name, stop=threading.Event(), abort=threading.Event())
+
+
+def test_sweep_queues_idle_contexts_with_pending_messages_once(make_app, store, clock):
+    app = make_app(idle_after=60)
+    app.ingest("idle", transcript(2))
+    app.ingest("done", transcript(2))
+    app.consolidate("done")
+    assert app.sweep() == []
+    clock.advance(61)
+    app.ingest("busy", transcript(2))
+    assert app.sweep() == ["idle"] and app.sweep() == ["idle"]
+    assert [(j.kind, j.context, j.status) for j in store.list_jobs()] == [(CONSOLIDATE, "idle", "queued")]
+
+
+def test_a_worker_consolidates_then_prunes(make_app, store):
+    app = make_app(keep_checkpoints=1)
+    for seed in range(3):
+        app.ingest("c", transcript(2, seed=seed))
+        app.consolidate("c")
+    app.ingest("c", transcript(2, seed=7))
+    assert app.queue_prunes() == ["c"]
+    store.enqueue(CONSOLIDATE, "c")
+    worker = worker_for(app)
+    # the prune queued by the GC goes first, then the consolidation, then the prune it queues
+    assert worker.run_once() and worker.run_once() and worker.run_once() and not worker.run_once()
+    assert [(j.kind, j.status) for j in store.list_jobs()] == [(PRUNE, "done"), (CONSOLIDATE, "done"), (PRUNE, "done")]
+    assert [c.version for c in store.list_checkpoints("c")] == [4]
+    assert store.pending("c").messages == 0
+
+
+def test_failed_and_unknown_jobs_are_marked_failed(make_app, store):
+    app = make_app()
+    app.ingest("c", transcript(2))
+    store.publish_checkpoint("c", None, 1, "other-model", b"state", {})
+    store.enqueue(CONSOLIDATE, "c")
+    store.enqueue("defragment", "c")
+    worker = worker_for(app)
+    assert worker.run_once() and worker.run_once()
+    errors = {j.kind: j.error for j in store.list_jobs(status="failed")}
+    assert "other-model" in errors[CONSOLIDATE] and "unknown job kind" in errors["defragment"]
+
+
+def test_a_lost_lease_stops_the_job_without_settling_it(make_app, store, monkeypatch):
+    app = make_app(lease_seconds=1)
+    # long enough to outlast the first heartbeat by far; it is cut short there
+    app.ingest("c", transcript(300))
+    job_id = store.enqueue(CONSOLIDATE, "c")
+    monkeypatch.setattr(store, "heartbeat", lambda *args: False)
+    worker = worker_for(app)
+    assert worker.run_once()
+    [job] = store.list_jobs()
+    assert (job.id, job.status) == (job_id, "running") and worker.aborted_jobs == []
+    assert store.get_context("c").head_version is None and store.last_run("c").status == "failed"
