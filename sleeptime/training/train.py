@@ -98,7 +98,8 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
             Stage("16k", {"passkey": 0.4, "chat": 0.6}, 16384, batch=8, steps=400, window=1024, advance_at=0.8),
             Stage("32k", {"passkey": 0.3, "chat": 0.7}, 32768, batch=8, steps=2000, window=1024),
         )
-        cfg = TrainConfig(model=model, stages=stages)
+        # 1e-3: at 3e-3 a 2-layer byte model formed its copy (induction) circuit several times slower
+        cfg = TrainConfig(model=model, stages=stages, lr=1e-3, min_lr=1e-4)
     else:
         raise ValueError(f"unknown preset {name!r}; expected tiny or demo")
     if variant:
