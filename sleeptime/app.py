@@ -99,12 +99,10 @@ class App:
         return self._engine
 
     def _load_engine(self) -> Any:
-        import torch
-
         from sleeptime.models.engine import MemoryEngine
+        from sleeptime.runtime import tune_process
 
-        # decayed memories drift into denormal floats, which are many times slower on CPU
-        torch.set_flush_denormal(True)
+        tune_process(self.settings.threads)
         try:
             return MemoryEngine.load(self.settings.model, self.settings.device)
         except (OSError, ValueError) as exc:

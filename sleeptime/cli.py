@@ -188,16 +188,14 @@ def train_cmd(
     """Train a memory model through its inner updates (curriculum of streamed histories); resumable."""
     from pathlib import Path
 
-    import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sleeptime.models.engine import pick_device
+    from sleeptime.runtime import tune_process
     from sleeptime.training.train import preset as make_preset
     from sleeptime.training.train import train
 
-    if threads:
-        torch.set_num_threads(threads)
-    torch.set_flush_denormal(True)
+    tune_process(threads)
     try:
         cfg = make_preset(preset, variant)
         dev = pick_device(device)
@@ -235,13 +233,12 @@ def eval_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per cell.")] = False,
 ):
     """Recall accuracy against history length, through consolidation and answering, on held-out data."""
-    import torch
-
     from sleeptime.models.engine import MemoryEngine
+    from sleeptime.runtime import tune_process
     from sleeptime.training.evaluate import evaluate
     from sleeptime.training.evaluate import plot as plot_cells
 
-    torch.set_flush_denormal(True)
+    tune_process()
     try:
         engine = MemoryEngine.load(model, device)
     except (FileNotFoundError, ValueError) as exc:

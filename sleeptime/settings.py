@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", min_length=1)
     port: int = Field(8765, ge=1, le=65535)
     cache_bytes: int = Field(512 * 1024 * 1024, ge=0, description="byte budget of the loaded-state cache")
+    # torch intra-op threads; None keeps torch's default (one per core). On a machine shared with other busy
+    # processes, 1 avoids threads stalling each other.
+    threads: int | None = Field(None, ge=1, description="torch threads for model work")
     log_level: str = "INFO"
 
     @field_validator("db")

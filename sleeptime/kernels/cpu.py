@@ -44,9 +44,10 @@ _SAFE_MATH = ["-fno-trapping-math", "-fno-math-errno"]
 
 def _build_flags() -> tuple[str, list[str]]:
     # the vector ISA is part of the extension's name: a cached build never runs on a CPU it was not made for
+    # -fopenmp: at::parallel_for is an OpenMP pragma in ATen's headers; without the flag the heads run one by one
     if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
-        return "avx2", ["-O3", "-mavx2", "-mfma", *_SAFE_MATH]
-    return "generic", ["-O3", *_SAFE_MATH]
+        return "avx2_omp", ["-O3", "-mavx2", "-mfma", "-fopenmp", *_SAFE_MATH]
+    return "generic_omp", ["-O3", "-fopenmp", *_SAFE_MATH]
 
 
 @functools.cache
@@ -64,7 +65,7 @@ def _load() -> bool:
         # no Python module: the op registers itself as torch.ops.sleeptime_cpu.titans_chunks (lighter headers,
         # a faster build than torch/extension.h)
         cpp_extension.load(
-            name=f"sleeptime_cpu_titans_{suffix}", sources=[str(_SOURCE)], extra_cflags=flags,
+            name=f"sleeptime_cpu_titans_{suffix}", sources=[str(_SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
             is_python_module=False, verbose=False,
         )
         torch.ops.sleeptime_cpu.titans_chunks  # noqa: B018  (raises if the library did not register)

@@ -113,7 +113,8 @@ class NeuralMemory(nn.Module):
         B, T, _ = x.shape
         H, D = self.cfg.heads, self.cfg.head_dim
         qkv, conv_cache = self.conv(self.qkv(x), conv_cache)
-        q, k, v = F.silu(qkv).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # each [B, H, T, D]
+        # in place when nothing is recorded for backward: one megabyte-sized allocation less per segment
+        q, k, v = F.silu(qkv, inplace=not torch.is_grad_enabled()).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)
         return F.normalize(q, dim=-1), F.normalize(k, dim=-1), v, conv_cache
 
     def forward(self, x: Tensor, state: dict) -> tuple[Tensor, dict]:
