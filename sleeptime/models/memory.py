@@ -114,8 +114,10 @@ class NeuralMemory(nn.Module):
         H, D = self.cfg.heads, self.cfg.head_dim
         qkv, conv_cache = self.conv(self.qkv(x), conv_cache)
         # in place when nothing is recorded for backward: one megabyte-sized allocation less per segment
-        q, k, v = F.silu(qkv, inplace=not torch.is_grad_enabled()).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)
-        return F.normalize(q, dim=-1), F.normalize(k, dim=-1), v, conv_cache
+        act = F.silu(qkv, inplace=not torch.is_grad_enabled()).view(B, T, 3, H, D)
+        qk = F.normalize(act[:, :, :2], dim=-1)  # q and k in one pass
+        q, k = qk.permute(2, 0, 3, 1, 4)  # each [B, H, T, D]
+        return q, k, act[:, :, 2].transpose(1, 2), conv_cache
 
     def forward(self, x: Tensor, state: dict) -> tuple[Tensor, dict]:
         """x [B, T, dim] -> output [B, T, dim] and the new state."""
@@ -141,8 +143,8 @@ class NeuralMemory(nn.Module):
         else:
             y, mem = ops.delta_update(state["memory"], q, k, v, gates["beta"], gates["alpha"], self.cfg.chunk_size)
         y = self.out_norm(y.to(x.dtype)).transpose(1, 2).reshape(B, T, -1)
-        out = self.out(y * F.silu(self.out_gate(x)))
-        return out, {"memory": mem, "conv": conv_cache}
+        gate = F.silu(self.out_gate(x), inplace=not torch.is_grad_enabled())
+        return self.out(y * gate), {"memory": mem, "conv": conv_cache}
 
     def retrieve(self, x: Tensor, state: dict) -> Tensor:
         """Read without writing (MAC's h_t = M*_{t-1}(q_t)); the query skips the conv, so it needs no cache."""
