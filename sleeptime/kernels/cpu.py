@@ -19,7 +19,6 @@ import os
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from sleeptime.kernels import reference
@@ -106,28 +105,10 @@ def titans_update(
     if needs_grad or not (fp32_cpu and supports(rule) and available()):
         return reference.titans_update(state, q, k, v, gates, rule, chunk_size, norm_weight)
 
-    # the prologue of reference.titans_update, verbatim in effect
-    B, H, T, D = k.shape
-    if q.shape != k.shape or v.shape != k.shape:
-        raise ValueError(f"q, k, v must share one shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    missing = set(rule.gate_names) - set(gates)
-    if missing:
-        raise ValueError(f"missing gates: {sorted(missing)}")
-    if rule.residual_norm and norm_weight is None:
-        raise ValueError("a residual-norm memory needs norm_weight [H, D]")
+    call = reference.flatten_call(state, q, k, v, gates, rule, chunk_size, norm_weight)
+    B, H, T, D, r = call.B, call.H, call.T, k.shape[-1], call.pending
     N = B * H
-    names = rule.gate_names
-    r = state.pending_len
-    flat = lambda x: x.reshape(N, x.shape[2], *x.shape[3:])  # noqa: E731
-    ks, vs = flat(k), flat(v)
-    gs = {n: flat(gates[n]) for n in names}
-    if r:
-        ks = torch.cat([flat(state.pending["k"]), ks], dim=1)
-        vs = torch.cat([flat(state.pending["v"]), vs], dim=1)
-        gs = {n: torch.cat([flat(state.pending[n]), gs[n]], dim=1) for n in names}
-    qs = F.pad(flat(q), (0, 0, r, 0)) if r else flat(q)
+    qs, ks, vs, gs = call.q, call.k, call.v, call.gates
     # q, k, v may stay views (the model's are slices of one projection): the kernel takes any strides with dense rows
     qs, ks, vs = (x if x.stride(-1) == 1 else x.contiguous() for x in (qs, ks, vs))
     gs = {n: g.contiguous() for n, g in gs.items()}
@@ -156,6 +137,5 @@ def titans_update(
         nw3 = None if nw is None else nw.unsqueeze(1)
         y_tail, _ = reference._titans_chunk(states, qs[:, a:], ks[:, a:], vs[:, a:], coef, delta, rule, nw3, commit=False)
         y[:, a:] = y_tail
-        unflat = lambda x: x.reshape(B, H, *x.shape[1:])  # noqa: E731
-        pending = {"k": unflat(ks[:, a:]), "v": unflat(vs[:, a:])} | {n: unflat(g[:, a:]) for n, g in gs.items()}
-    return y[:, r:].reshape(B, H, T, D), reference._unpack(states, B, H, rule, pending)
+        pending = call.unfinished(a)
+    return call.output(y), reference._unpack(states, B, H, rule, pending)

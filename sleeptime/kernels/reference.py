@@ -328,6 +328,63 @@ def titans_init_state(init_weights: list[Tensor], batch: int, rule: MemoryRule) 
     return TitansState(weights, momentum, {})
 
 
+@dataclass
+class FlatCall:
+    """One call's inputs flattened over N = B * H, with the unfinished chunk of the previous call in front.
+
+    The first `pending` rows were retrieved by that earlier call: only their update is still due, so their query
+    rows are zeros and their outputs are dropped. q, k, v: [N, pending + T, D]; gates: [N, pending + T].
+    """
+
+    B: int
+    H: int
+    T: int
+    pending: int
+    q: Tensor
+    k: Tensor
+    v: Tensor
+    gates: dict[str, Tensor]
+
+    def unfinished(self, start: int) -> dict[str, Tensor]:
+        """The rows from `start` on, as the next call's pending tokens ([B, H, r, ...])."""
+        def unflat(x: Tensor) -> Tensor:
+            rows = x[:, start:]
+            return rows.reshape(self.B, self.H, *rows.shape[1:])
+
+        return {"k": unflat(self.k), "v": unflat(self.v)} | {n: unflat(g) for n, g in self.gates.items()}
+
+    def output(self, y: Tensor) -> Tensor:
+        """[N, pending + T, D] -> this call's outputs [B, H, T, D]."""
+        return y[:, self.pending :].reshape(self.B, self.H, self.T, y.shape[-1])
+
+
+def flatten_call(
+    state: TitansState, q: Tensor, k: Tensor, v: Tensor, gates: dict[str, Tensor], rule: MemoryRule,
+    chunk_size: int, norm_weight: Tensor | None,
+) -> FlatCall:
+    """Check a titans_update call's arguments and lay them out as every implementation consumes them."""
+    B, H, T, D = k.shape
+    if q.shape != k.shape or v.shape != k.shape:
+        raise ValueError(f"q, k, v must share one shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    missing = set(rule.gate_names) - set(gates)
+    if missing:
+        raise ValueError(f"missing gates: {sorted(missing)}")
+    if rule.residual_norm and norm_weight is None:
+        raise ValueError("a residual-norm memory needs norm_weight [H, D]")
+    N, r = B * H, state.pending_len
+    flat = lambda x: x.reshape(N, x.shape[2], *x.shape[3:])  # noqa: E731
+    ks, vs = flat(k), flat(v)
+    gs = {n: flat(gates[n]).to(state.weights[0].dtype) for n in rule.gate_names}
+    if r:
+        ks = torch.cat([flat(state.pending["k"]).to(ks.dtype), ks], dim=1)
+        vs = torch.cat([flat(state.pending["v"]).to(vs.dtype), vs], dim=1)
+        gs = {n: torch.cat([flat(state.pending[n]).to(gs[n].dtype), gs[n]], dim=1) for n in rule.gate_names}
+    qs = F.pad(flat(q), (0, 0, r, 0)) if r else flat(q)
+    return FlatCall(B, H, T, r, qs, ks, vs, gs)
+
+
 def titans_update(
     state: TitansState,
     q: Tensor,
@@ -350,32 +407,13 @@ def titans_update(
     Returns:
         y: [B, H, T, D], the retrieval M_t(q_t); the new state.
     """
-    B, H, T, D = k.shape
-    if q.shape != k.shape or v.shape != k.shape:
-        raise ValueError(f"q, k, v must share one shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    missing = set(rule.gate_names) - set(gates)
-    if missing:
-        raise ValueError(f"missing gates: {sorted(missing)}")
-    if rule.residual_norm and norm_weight is None:
-        raise ValueError("a residual-norm memory needs norm_weight [H, D]")
-    N = B * H
-    names = rule.gate_names
-    # prepend the unfinished chunk of the previous call: its tokens were already retrieved, only their update is due
-    r = state.pending_len
-    flat = lambda x: x.reshape(N, x.shape[2], *x.shape[3:])  # noqa: E731
-    ks, vs = flat(k), flat(v)
-    gs = {n: flat(gates[n]).to(state.weights[0].dtype) for n in names}
-    if r:
-        ks = torch.cat([flat(state.pending["k"]), ks], dim=1)
-        vs = torch.cat([flat(state.pending["v"]), vs], dim=1)
-        gs = {n: torch.cat([flat(state.pending[n]), gs[n]], dim=1) for n in names}
-    qs = F.pad(flat(q), (0, 0, r, 0)) if r else flat(q)
-    nw = None if norm_weight is None else norm_weight.repeat(B, 1).unsqueeze(1)  # [N, 1, D]
+    call = flatten_call(state, q, k, v, gates, rule, chunk_size, norm_weight)
+    N, D, r = call.B * call.H, k.shape[-1], call.pending
+    qs, ks, vs, gs = call.q, call.k, call.v, call.gates
+    nw = None if norm_weight is None else norm_weight.repeat(call.B, 1).unsqueeze(1)  # [N, 1, D]
 
     states = _pack(state, rule)
-    total = r + T
+    total = ks.shape[1]
     n_full = total // chunk_size
     outputs = []
     for start in range(0, n_full, WINDOW_CHUNKS):
@@ -398,10 +436,9 @@ def titans_update(
         delta = window["delta"][:, 0] if "delta" in window else None
         y, _ = _titans_chunk(states, qs[:, a:], ks[:, a:], vs[:, a:], coef, delta, rule, nw, commit=False)
         outputs.append(y)
-        unflat = lambda x: x.reshape(B, H, *x.shape[1:])  # noqa: E731
-        pending = {"k": unflat(ks[:, a:]), "v": unflat(vs[:, a:])} | {n: unflat(g[:, a:]) for n, g in gs.items()}
-    y = torch.cat(outputs, dim=1)[:, r:] if outputs else qs.new_zeros(N, 0, D)
-    return y.reshape(B, H, T, D), _unpack(states, B, H, rule, pending)
+        pending = call.unfinished(a)
+    y = torch.cat(outputs, dim=1) if outputs else qs.new_zeros(N, r, D)
+    return call.output(y), _unpack(states, call.B, call.H, rule, pending)
 
 
 def titans_retrieve(state: TitansState, q: Tensor, rule: MemoryRule, norm_weight: Tensor | None = None) -> Tensor:

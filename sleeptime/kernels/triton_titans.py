@@ -25,12 +25,11 @@ default tiles still need a GPU run (benchmarks/gpu_kernels.py checks against the
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 from torch import Tensor
 
-from sleeptime.kernels.reference import MemoryRule, TitansState, _pack, _unpack
+from sleeptime.kernels.reference import MemoryRule, TitansState, _pack, _unpack, flatten_call
 
 
 @triton.jit
@@ -507,36 +506,18 @@ def titans_update(
         y: [B, H, T, D] in q's dtype, the retrieval at each token's post-update weights; the new state.
     """
     B, H, T, D = k.shape
-    if q.shape != k.shape or v.shape != k.shape:
-        raise ValueError(f"q, k, v must share one shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if not supports(rule, D):
         raise ValueError(f"no Triton kernel for {rule} at head dim {D}")
-    missing = set(rule.gate_names) - set(gates)
-    if missing:
-        raise ValueError(f"missing gates: {sorted(missing)}")
-    if rule.residual_norm and norm_weight is None:
-        raise ValueError("a residual-norm memory needs norm_weight [H, D]")
+    call = flatten_call(state, q, k, v, gates, rule, chunk_size, norm_weight)
     if precision not in ("ieee", "tf32", "bf16"):
         raise ValueError(f"precision must be ieee, tf32 or bf16, got {precision!r}")
     hidden = D if rule.depth == 1 else rule.expansion * D
     bt, bh = _block_sizes(chunk_size, hidden, block_t, block_h)
     if bt < 16 or bt != triton.next_power_of_2(bt) or bh < 16 or hidden % bh or bh != triton.next_power_of_2(bh):
         raise ValueError(f"block_t and block_h must be powers of two >= 16 dividing the hidden size, got {bt}, {bh}")
-    N = B * H
-    r = state.pending_len
-    flat = lambda x: x.reshape(N, x.shape[2], *x.shape[3:])  # noqa: E731
-    ks, vs = flat(k), flat(v)
-    gs = {n: flat(gates[n]).float() for n in rule.gate_names}
-    if r:
-        ks = torch.cat([flat(state.pending["k"]).to(ks.dtype), ks], dim=1)
-        vs = torch.cat([flat(state.pending["v"]).to(vs.dtype), vs], dim=1)
-        gs = {n: torch.cat([flat(state.pending[n]).float(), gs[n]], dim=1) for n in rule.gate_names}
-    # the pending tokens were retrieved in the earlier call: their query rows are zeros and their outputs dropped
-    qs = F.pad(flat(q), (0, 0, r, 0)) if r else flat(q)
-    qs, ks, vs = qs.contiguous(), ks.contiguous(), vs.contiguous()
-    gs = {n: g.contiguous() for n, g in gs.items()}
+    N, r = B * H, call.pending
+    qs, ks, vs = call.q.contiguous(), call.k.contiguous(), call.v.contiguous()
+    gs = {n: g.float().contiguous() for n, g in call.gates.items()}
     nw = None if norm_weight is None else norm_weight.float().contiguous()
     states = [x.float().contiguous() for x in _pack(state, rule)]
 
@@ -550,6 +531,5 @@ def titans_update(
     if tail:
         a = n_full * chunk_size
         titans_fwd(*args, a, 1, tail, False, y, precision, block_t, block_h)
-        unflat = lambda x: x.reshape(B, H, *x.shape[1:])  # noqa: E731
-        pending = {"k": unflat(ks[:, a:]), "v": unflat(vs[:, a:])} | {n: unflat(g[:, a:]) for n, g in gs.items()}
-    return y[:, r:].reshape(B, H, T, D), _unpack(states, B, H, rule, pending)
+        pending = call.unfinished(a)
+    return call.output(y), _unpack(states, B, H, rule, pending)

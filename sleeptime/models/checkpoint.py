@@ -11,7 +11,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import torch
 from safetensors.torch import load, load_file, save, save_file
 from torch import Tensor
 

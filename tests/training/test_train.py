@@ -7,7 +7,7 @@ import torch
 
 from sleeptime.models.engine import MemoryEngine
 from sleeptime.training.evaluate import evaluate_cell
-from sleeptime.training.train import Stage, TrainConfig, batch_loss, make_batch, preset, train
+from sleeptime.training.train import Stage, batch_loss, make_batch, preset, train
 
 
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
