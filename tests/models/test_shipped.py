@@ -1,0 +1,18 @@
+"""The shipped demo model loads from the installed package and runs the daemon's path."""
+
+from sleeptime.models import tokenizer
+from sleeptime.models.engine import MemoryEngine, shipped_model_path
+
+
+def test_the_shipped_demo_model_loads_consumes_and_answers():
+    assert shipped_model_path("demo").stat().st_size <= 25 * 1024 * 1024
+    engine = MemoryEngine.load("demo", "cpu")
+    assert engine.model_id.startswith("demo-")
+    history = tokenizer.encode_message("user", "The pass key is 48213. Remember it.")
+    state, stats = engine.consume(engine.new_state(), history)
+    assert stats.tokens == len(history)
+    answer = engine.answer(state, "What is the pass key?", max_new_tokens=40)
+    assert isinstance(answer, str) and answer
+    # the state round-trips through bytes to the same answer
+    again = engine.answer(engine.decode_state(engine.encode_state(state)), "What is the pass key?", max_new_tokens=40)
+    assert again == answer
