@@ -113,6 +113,10 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal_error", "internal server error")
 
 
+# the most of a refused body read and dropped before the connection closes
+DRAIN_LIMIT = 64 * 1024 * 1024
+
+
 class BodyLimit:
     """Refuse request bodies over `limit` bytes with 413 before FastAPI reads them into memory."""
 
@@ -153,6 +157,16 @@ class BodyLimit:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = f"request body over the limit of {self.limit} bytes"
         await error_response(413, "payload_too_large", message, {"Connection": "close"})(scope, receive, send)
+        # read on (and drop) what the client is still sending, up to a bound: closing on unread bytes makes the
+        # kernel reset the connection, and a client still writing would lose the 413 it was sent
+        drained = 0
+        while drained <= DRAIN_LIMIT:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            drained += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
 
 
 def body_limit(settings: Settings) -> int:
