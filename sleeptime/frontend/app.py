@@ -155,10 +155,8 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        message = f"request body over the limit of {self.limit} bytes"
-        await error_response(413, "payload_too_large", message, {"Connection": "close"})(scope, receive, send)
-        # read on (and drop) what the client is still sending, up to a bound: closing on unread bytes makes the
-        # kernel reset the connection, and a client still writing would lose the 413 it was sent
+        # read (and drop) what the client is still sending, up to a bound, before answering: a server that answers
+        # and closes on unread bytes makes the kernel reset the connection, and the client loses the 413
         drained = 0
         while drained <= DRAIN_LIMIT:
             message = await receive()
@@ -167,6 +165,8 @@ class BodyLimit:
             drained += len(message.get("body", b""))
             if not message.get("more_body", False):
                 break
+        message = f"request body over the limit of {self.limit} bytes"
+        await error_response(413, "payload_too_large", message, {"Connection": "close"})(scope, receive, send)
 
 
 def body_limit(settings: Settings) -> int:
