@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -83,25 +84,15 @@ class _Signals:
             self.abort.set()
 
 
-def _sweep(app: "App", wake: threading.Event) -> None:
+def _queue_jobs(event: str, queue: Callable[[], list[str]], wake: threading.Event) -> None:
+    """A periodic task: queue jobs (the idle sweep, or checkpoint GC) and wake the workers when any were queued."""
     try:
-        queued = app.sweep()
+        queued = queue()
     except Exception:
-        log.exception("sweep failed", extra={"event": "sweep_failed"})
+        log.exception("%s failed", event, extra={"event": f"{event}_failed"})
         return
     if queued:
-        log.info("sweep", extra={"event": "sweep", "queued": queued})
-        wake.set()
-
-
-def _gc(app: "App", wake: threading.Event) -> None:
-    try:
-        queued = app.queue_prunes()
-    except Exception:
-        log.exception("gc failed", extra={"event": "gc_failed"})
-        return
-    if queued:
-        log.info("gc", extra={"event": "gc", "queued": queued})
+        log.info(event, extra={"event": event, "queued": queued})
         wake.set()
 
 
@@ -113,8 +104,13 @@ def _scheduler(app: "App", wake: threading.Event) -> BackgroundScheduler:
     )
     every = app.settings.sweep_interval
     now = datetime.now(timezone.utc)
-    scheduler.add_job(_sweep, "interval", args=(app, wake), seconds=every, id="sweep", next_run_time=now)
-    scheduler.add_job(_gc, "interval", args=(app, wake), seconds=every * GC_EVERY_SWEEPS, id="gc", next_run_time=now)
+    scheduler.add_job(
+        _queue_jobs, "interval", args=("sweep", app.sweep, wake), seconds=every, id="sweep", next_run_time=now
+    )
+    scheduler.add_job(
+        _queue_jobs, "interval", args=("gc", app.queue_prunes, wake), seconds=every * GC_EVERY_SWEEPS, id="gc",
+        next_run_time=now,
+    )
     return scheduler
 
 
