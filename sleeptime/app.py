@@ -87,6 +87,7 @@ class App:
         self.store = store or Store(self.settings.db)
         self._engine = engine
         self._engine_lock = threading.Lock()
+        self._pg_queue: Any = None
         self.queries = QueryEngine(self.store, lambda: self.engine, self.settings.cache_bytes)
 
     @property
@@ -120,8 +121,10 @@ class App:
     # the database
 
     def init(self) -> str:
-        """Create or upgrade the schema; returns its revision."""
+        """Create or upgrade the schema (and procrastinate's, on that queue); returns sleeptime's revision."""
         self.store.migrate()
+        if self.settings.queue == "procrastinate":
+            self.pg_queue.apply_schema()
         return head_revision()
 
     def require_schema(self) -> None:
@@ -180,6 +183,27 @@ class App:
     def prune(self, context: str) -> list[int]:
         """Delete old versions beyond keep_checkpoints (the head always stays); returns the deleted versions."""
         return self.store.prune_checkpoints(context, self.settings.keep_checkpoints)
+
+    # the job queue
+
+    @property
+    def pg_queue(self) -> Any:
+        """The procrastinate queue (SLEEPTIME_QUEUE=procrastinate), built on first use."""
+        if self._pg_queue is None:
+            try:
+                from sleeptime.jobs.pg_queue import PgQueue
+            except ImportError as exc:
+                message = f"the procrastinate queue needs `pip install 'sleeptime[postgres]'` ({exc})"
+                raise SleeptimeError(message) from None
+            self._pg_queue = PgQueue(self)
+        return self._pg_queue
+
+    def enqueue(self, kind: str, context: str, payload: dict[str, Any] | None = None) -> int:
+        """Queue a consolidate or prune job on the configured queue; a job of the same kind already waiting for the
+        context is returned instead of a new one."""
+        if self.settings.queue == "procrastinate":
+            return self.pg_queue.enqueue(kind, context, payload)
+        return self.store.enqueue(kind, context, payload)
 
     # what the daemon runs
 

@@ -429,6 +429,26 @@ def daemon_cmd(
     raise typer.Exit(run_daemon(instance, workers=workers))
 
 
+@app.command("worker")
+def worker_cmd(
+    ctx: typer.Context,
+    concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at once (keep 1 per GPU).")] = 1,
+):
+    """A worker on the PostgreSQL queue (SLEEPTIME_QUEUE=procrastinate): run one per GPU, on any number of machines
+    sharing the database. Creates procrastinate's tables when missing. JSON logs on stderr."""
+    from sleeptime.daemon import configure_logging, run_daemon
+
+    instance = open_app(ctx)
+    if instance.settings.queue != "procrastinate":
+        raise SleeptimeError(
+            "sleeptime worker runs the PostgreSQL queue: set SLEEPTIME_QUEUE=procrastinate (and SLEEPTIME_DB to the "
+            "PostgreSQL URL) for the workers and the front end alike; on one machine, `sleeptime daemon` is enough"
+        )
+    configure_logging(instance.settings.log_level)
+    instance.pg_queue.apply_schema()
+    raise typer.Exit(run_daemon(instance, workers=concurrency))
+
+
 keys_app = typer.Typer(
     help="Manage API keys: once one exists, every /v1 HTTP call needs X-API-Key.", no_args_is_help=True
 )

@@ -1,5 +1,6 @@
 """The background daemon: an APScheduler trigger for the idle sweep and checkpoint GC, and worker threads that run
-the queued jobs.
+the queued jobs. On the procrastinate queue (SLEEPTIME_QUEUE=procrastinate) it is a procrastinate worker instead
+(`sleeptime worker`; see jobs/pg_queue.py).
 
 APScheduler only fires the sweep (an in-memory job store rebuilt from settings at every start): the durable record
 of work is the job queue in the database, so a crash loses no trigger that matters.
@@ -11,6 +12,7 @@ queues it again) and exits 1.
 Logs: one JSON object per line on stderr (`configure_logging`), with an "event" field on every daemon record.
 """
 
+import asyncio
 import json
 import logging
 import os
@@ -54,8 +56,9 @@ def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
-    # APScheduler reports every sweep at INFO, Alembic every schema check: keep their warnings and errors only
-    for chatty in ("apscheduler", "alembic"):
+    # APScheduler and procrastinate report every periodic run at INFO, Alembic every schema check: keep their
+    # warnings and errors only (sleeptime logs its own job events)
+    for chatty in ("apscheduler", "alembic", "procrastinate"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
@@ -108,10 +111,27 @@ def _scheduler(app: "App", wake: threading.Event) -> BackgroundScheduler:
         _queue_jobs, "interval", args=("sweep", app.sweep, wake), seconds=every, id="sweep", next_run_time=now
     )
     scheduler.add_job(
-        _queue_jobs, "interval", args=("gc", app.queue_prunes, wake), seconds=every * GC_EVERY_SWEEPS, id="gc",
+        _queue_jobs,
+        "interval",
+        args=("gc", app.queue_prunes, wake),
+        seconds=every * GC_EVERY_SWEEPS,
+        id="gc",
         next_run_time=now,
     )
     return scheduler
+
+
+def _run_pg_worker(app: "App", stop: threading.Event, abort: threading.Event, workers: int, model_id: str) -> int:
+    """The daemon on the procrastinate queue: procrastinate's periodic tasks replace APScheduler (deferred once
+    per period however many workers run), and `workers` jobs run at once in this process."""
+    queue = app.pg_queue
+    log.info(
+        "worker started",
+        extra={"event": "daemon_started", "queue": "procrastinate", "workers": workers, "model": model_id},
+    )
+    asyncio.run(queue.run_worker(stop, abort, concurrency=workers))
+    log.info("worker stopped", extra={"event": "daemon_stopped", "aborted_jobs": queue.aborted_jobs})
+    return 1 if queue.aborted_jobs else 0
 
 
 def run_daemon(
@@ -140,6 +160,11 @@ def run_daemon(
         handle_signals = threading.current_thread() is threading.main_thread()
     if handle_signals:
         signals.install()
+    if app.settings.queue == "procrastinate":
+        try:
+            return _run_pg_worker(app, stop, abort, workers, model_id)
+        finally:
+            signals.restore()
     wake = threading.Event()
     host = f"{socket.gethostname()}:{os.getpid()}"
     pool = [

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from platformdirs import user_data_dir
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sleeptime import SleeptimeError
@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(65536, ge=1, le=16 * 1024 * 1024, description="largest message accepted")
     keep_checkpoints: int = Field(10, ge=1, description="checkpoint versions kept per context, plus the head")
     lease_seconds: float = Field(300.0, ge=1, description="job lease; a worker heartbeats well within it")
+    # the job queue: "embedded" (a table in the database, worker threads in the daemon: one machine) or
+    # "procrastinate" (PostgreSQL only: `sleeptime worker` processes on any number of machines)
+    queue: Literal["embedded", "procrastinate"] = "embedded"
+    heartbeat_seconds: float = Field(10.0, gt=0, description="procrastinate worker heartbeat")
+    stalled_after: float = Field(30.0, gt=0, description="seconds without heartbeat before a worker's jobs retry")
     host: str = Field("127.0.0.1", min_length=1)
     port: int = Field(8765, ge=1, le=65535)
     cache_bytes: int = Field(512 * 1024 * 1024, ge=0, description="byte budget of the loaded-state cache")
@@ -50,10 +55,18 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("device", mode="before")
+    @field_validator("device", "queue", mode="before")
     @classmethod
-    def _lower_device(cls, value: Any) -> Any:
+    def _lower_case(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("queue")
+    @classmethod
+    def _check_queue(cls, value: str, info: ValidationInfo) -> str:
+        # db is declared first, so it is checked (and in info.data) by now
+        if value == "procrastinate" and not str(info.data.get("db", "")).startswith("postgres"):
+            raise ValueError("the procrastinate queue needs PostgreSQL (SLEEPTIME_DB=postgresql+psycopg://...)")
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -37,16 +37,16 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request, tmp_path):
-    """A SQLAlchemy URL of an empty database (no schema yet)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'sleeptime.db'}"
-        return
+def _require_postgres() -> None:
     if not POSTGRES_URL:
         if REQUIRE_POSTGRES:
             pytest.fail("SLEEPTIME_REQUIRE_POSTGRES=1 but SLEEPTIME_TEST_POSTGRES_URL is not set")
         pytest.skip("PostgreSQL tests need SLEEPTIME_TEST_POSTGRES_URL (postgresql+psycopg://USER@HOST/DB)")
+
+
+def _postgres_schema_url():
+    """A URL into a fresh schema of the test database, dropped afterwards (a generator for fixtures)."""
+    _require_postgres()
     schema = f"test_{uuid.uuid4().hex[:16]}"
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -59,6 +59,21 @@ def db_url(request, tmp_path):
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):
+    """A SQLAlchemy URL of an empty database (no schema yet)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'sleeptime.db'}"
+        return
+    yield from _postgres_schema_url()
+
+
+@pytest.fixture
+def pg_url():
+    """A SQLAlchemy URL of an empty PostgreSQL schema (the procrastinate queue's tests)."""
+    yield from _postgres_schema_url()
 
 
 @pytest.fixture

@@ -1,5 +1,9 @@
 """Engines: SQLite tuned for several processes on one file, PostgreSQL with a pessimistic pool."""
 
+import os
+import socket
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,11 @@ def normalize_url(url: str | URL) -> URL:
     return parsed
 
 
+def process_label(prefix: str) -> str:
+    """`prefix:host:pid`, cut to PostgreSQL's 63-byte application_name."""
+    return f"{prefix}:{socket.gethostname()}:{os.getpid()}"[:63]
+
+
 def is_memory_sqlite(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
@@ -35,6 +44,10 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     """Create an engine for `url`; extra keyword arguments go to `create_engine`."""
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "postgresql":
+        if "application_name" not in parsed.query:
+            # pg_stat_activity then names the process behind each connection (host:pid)
+            connect_args = {"application_name": process_label("sleeptime"), **kwargs.pop("connect_args", {})}
+            kwargs["connect_args"] = connect_args
         return create_engine(parsed, pool_pre_ping=True, **kwargs)
 
     if is_memory_sqlite(parsed):
@@ -48,6 +61,20 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     return engine
 
 
+def _set_wal(cursor: Any) -> None:
+    # switching a new file to WAL takes an exclusive lock, and SQLite answers "database is locked" at once, without
+    # the busy handler, while another process opens the file too (two starting at once): retry for a while
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
@@ -55,7 +82,7 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _set_wal(cursor)
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()

@@ -32,7 +32,7 @@ NAMING_CONVENTION = {
 
 MESSAGE_ROLES = ("user", "assistant", "system", "tool")
 ANTICIPATED_SOURCES = ("registered", "extracted", "query_log")
-RUN_STATUSES = ("running", "published", "failed", "superseded")
+RUN_STATUSES = ("running", "published", "failed", "superseded", "abandoned")
 JOB_STATUSES = ("queued", "running", "done", "failed")
 
 

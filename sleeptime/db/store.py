@@ -544,6 +544,21 @@ class Store:
         with self._write.begin() as s:
             self._finish_run(s, run_id, status, published_version=published_version, error=error)
 
+    def abandon_runs(self, name: str, reason: str) -> list[int]:
+        """Close the context's runs still marked running as abandoned: called when the queue hands a job of a dead
+        worker (SIGKILL, lost machine) to another one, so no live process is running them. Returns their ids."""
+        with self._write.begin() as s:
+            ctx = self._context(s, name)
+            running = m.ConsolidationRun.context_id == ctx.id, m.ConsolidationRun.status == "running"
+            ids = list(s.scalars(select(m.ConsolidationRun.id).where(*running)))
+            if ids:
+                s.execute(
+                    update(m.ConsolidationRun)
+                    .where(m.ConsolidationRun.id.in_(ids))
+                    .values(status="abandoned", finished_at=self._now(), error=reason)
+                )
+            return ids
+
     def _run_info(self, name: str, row: m.ConsolidationRun) -> RunInfo:
         return RunInfo(
             row.id,

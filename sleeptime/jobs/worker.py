@@ -30,7 +30,7 @@ def sweep(app: "App") -> list[str]:
     collapses repeated triggers into one queued job)."""
     names = app.store.idle_contexts(app.settings.idle_after)
     for name in names:
-        app.store.enqueue(CONSOLIDATE, name, {"reason": "idle"})
+        app.enqueue(CONSOLIDATE, name, {"reason": "idle"})
     return names
 
 
@@ -39,7 +39,7 @@ def queue_prunes(app: "App") -> list[str]:
     names = []
     for ctx in app.store.list_contexts():
         if ctx.head_version is not None and len(app.store.list_checkpoints(ctx.name)) > app.settings.keep_checkpoints:
-            app.store.enqueue(PRUNE, ctx.name)
+            app.enqueue(PRUNE, ctx.name)
             names.append(ctx.name)
     return names
 
@@ -143,10 +143,14 @@ class Worker:
         return handler(job, abort)
 
     def _consolidate(self, job: Job, abort: _Either) -> dict:
+        if job.attempts > 1:
+            # an earlier attempt's lease expired: its worker died, leaving its run record "running"
+            reason = f"the lease of job {job.id} expired; attempt {job.attempts} took over"
+            self.store.abandon_runs(job.context, reason)
         result = self.app.consolidate(job.context, abort=abort)
         if not result.published:
             return {"published": False}
-        self.store.enqueue(PRUNE, job.context)
+        self.app.enqueue(PRUNE, job.context)
         return {"published": True, "version": result.checkpoint.version, "tokens": result.tokens}
 
     def _prune(self, job: Job, abort: _Either) -> dict:

@@ -60,3 +60,21 @@ def test_a_lost_lease_stops_the_job_without_settling_it(make_app, store, monkeyp
     [job] = store.list_jobs()
     assert (job.id, job.status) == (job_id, "running") and worker.aborted_jobs == []
     assert store.get_context("c").head_version is None and store.last_run("c").status == "failed"
+
+
+def test_a_job_taken_over_after_its_lease_expired_closes_the_dead_run(make_app, store, clock):
+    app = make_app(lease_seconds=30)
+    app.ingest("c", transcript(4))
+    store.enqueue(CONSOLIDATE, "c")
+    # a worker claimed the job and started its run, then died without a word
+    dead = store.claim("dead-worker", 30)
+    dead_run = store.start_run("c", None, 0, 4)
+    clock.advance(31)
+    assert worker_for(app).run_once()
+    runs = {r.id: r for r in store.list_runs("c")}
+    assert runs[dead_run].status == "abandoned" and "lease of job" in runs[dead_run].error
+    assert runs[dead_run].finished_at is not None
+    [published] = [r for r in runs.values() if r.status == "published"]
+    assert runs[dead_run].finished_at <= published.started_at
+    assert store.list_jobs()[0].id == dead.id and store.list_jobs()[0].status == "done"
+    assert store.pending("c").messages == 0

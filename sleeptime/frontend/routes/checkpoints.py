@@ -63,7 +63,7 @@ def consolidate(
     """Without `wait`: queue a job (202) for a daemon's worker (`sleeptime up` or `sleeptime daemon`); a job already
     queued for the context is returned instead of a new one. With `wait=true`: run the pass in this request (200)."""
     if not wait:
-        job_id = app.store.enqueue(CONSOLIDATE, context, {"reason": "http"})
+        job_id = app.enqueue(CONSOLIDATE, context, {"reason": "http"})
         return JobOut(id=job_id, kind=CONSOLIDATE, context=context, status="queued")
     try:
         result = app.consolidate(context)
