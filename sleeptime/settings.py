@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     idle_after: float = Field(60.0, gt=0, description="seconds without messages or queries before a context sleeps")
     sweep_interval: float = Field(30.0, gt=0, description="seconds between idle sweeps")
+    # a context queried without pause is never idle: its messages are consolidated anyway once one waited this long
+    max_wait: float = Field(600.0, gt=0, description="seconds a message waits at most for a busy context to sleep")
     max_message_bytes: int = Field(65536, ge=1, le=16 * 1024 * 1024, description="largest message accepted")
     keep_checkpoints: int = Field(10, ge=1, description="checkpoint versions kept per context, plus the head")
     lease_seconds: float = Field(300.0, ge=1, description="job lease; a worker heartbeats well within it")

@@ -265,14 +265,24 @@ class Store:
             ctx = self._context(s, name)
             s.execute(update(m.Context).where(m.Context.id == ctx.id).values(last_activity_at=self._now()))
 
-    def idle_contexts(self, idle_after_seconds: float, now: datetime | None = None) -> list[str]:
-        """Contexts with no message or query for idle_after_seconds and messages after their head cursor."""
+    def idle_contexts(
+        self, idle_after_seconds: float, now: datetime | None = None, *, max_wait_seconds: float | None = None
+    ) -> list[str]:
+        """Contexts with messages after their head cursor and either no message or query for idle_after_seconds,
+        or (with max_wait_seconds) a pending message that old: a context queried without pause still sleeps."""
         now = now or self._now()
         if now.tzinfo is None:
             raise InvalidInput("idle_contexts needs an aware datetime (UTC)")
         cutoff = now - timedelta(seconds=idle_after_seconds)
         cursor = func.coalesce(m.Checkpoint.cursor_seq, 0)
         has_pending = exists().where(m.Message.context_id == m.Context.id, m.Message.seq > cursor)
+        ready = m.Context.last_activity_at <= cutoff
+        if max_wait_seconds is not None:
+            overdue = now - timedelta(seconds=max_wait_seconds)
+            waited = exists().where(
+                m.Message.context_id == m.Context.id, m.Message.seq > cursor, m.Message.created_at <= overdue
+            )
+            ready = or_(ready, waited)
         query = (
             select(m.Context.name)
             .outerjoin(

@@ -196,7 +196,7 @@ class PgQueue:
         @queue.periodic(cron=_cron(every), periodic_id="sweep")
         @queue.task(name="sleeptime.sweep", queue=QUEUE, queueing_lock="sleeptime.sweep")
         def sweep(timestamp: int) -> list[str]:
-            names = app.store.idle_contexts(self.settings.idle_after)
+            names = app.store.idle_contexts(self.settings.idle_after, max_wait_seconds=self.settings.max_wait)
             for name in names:
                 self.enqueue("consolidate", name, {"reason": "idle"})
             if names:

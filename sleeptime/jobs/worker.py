@@ -28,7 +28,7 @@ JOB_KINDS = (CONSOLIDATE, PRUNE)
 def sweep(app: "App") -> list[str]:
     """Queue a consolidation for each context idle for idle_after with messages after its head (the queue
     collapses repeated triggers into one queued job)."""
-    names = app.store.idle_contexts(app.settings.idle_after)
+    names = app.store.idle_contexts(app.settings.idle_after, max_wait_seconds=app.settings.max_wait)
     for name in names:
         app.enqueue(CONSOLIDATE, name, {"reason": "idle"})
     return names

@@ -119,3 +119,19 @@ def test_idle_contexts(store, clock):
     assert store.idle_contexts(60, now=clock() + timedelta(seconds=61)) == ["busy", "quiet"]
     with pytest.raises(InvalidInput, match="aware"):
         store.idle_contexts(60, now=clock().replace(tzinfo=None))
+
+
+def test_a_context_that_never_rests_sleeps_once_a_message_waited_max_wait(store, clock):
+    store.append_messages("chatty", [("user", "hi", 1)])
+    store.append_messages("calm", [("user", "hi", 1)])
+    for _ in range(10):
+        clock.advance(60)
+        # queried every minute: never idle for 120 s
+        store.log_query("chatty", "what?", "online", 3.0)
+        store.log_query("calm", "what?", "online", 3.0)
+    assert store.idle_contexts(120) == []
+    # both messages have waited 600 s, more than max_wait (500 s); a fresh one alone is not overdue
+    assert sorted(store.idle_contexts(120, max_wait_seconds=500)) == ["calm", "chatty"]
+    store.publish_checkpoint("calm", None, 1, "demo", b"state", {})
+    store.append_messages("calm", [("user", "new", 1)])
+    assert store.idle_contexts(120, max_wait_seconds=500) == ["chatty"]
