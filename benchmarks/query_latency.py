@@ -77,22 +77,14 @@ def engine_class(full_length: bool):
     makes online latency a function of the answer's length rather than of the history's; full-length answers are
     the worst case of the target (answers of at most 32 bytes) and the same work at every history length.
     """
-    import torch
-
     from sleeptime.models import tokenizer
     from sleeptime.models.engine import MemoryEngine
 
     class FullLengthAnswers(MemoryEngine):
-        @torch.no_grad()
         def answer(self, state, question, tail=(), max_new_tokens=64):
             prompt = tokenizer.encode_messages(tail) + tokenizer.encode_prompt(question)
-            logits, _, state = self.model(torch.tensor([prompt], device=self.device), state)
-            out = []
-            for _ in range(max_new_tokens):
-                # the best byte, never END: the same loop as MemoryEngine.answer without its early stop
-                out.append(int(logits[0, -1, :256].argmax()))
-                logits, _, state = self.model(torch.tensor([[out[-1]]], device=self.device), state)
-            return tokenizer.decode(out)
+            # the best byte, never END: MemoryEngine.answer's own generation without its early stop
+            return tokenizer.decode(self.generate(state, prompt, max_new_tokens, stop=False))
 
     return FullLengthAnswers if full_length else MemoryEngine
 

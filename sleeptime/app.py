@@ -153,10 +153,17 @@ class App:
         if self.store.pending(context).messages == 0:
             # nothing to do: answer without loading the model
             return Consolidation(context, False, self.store.head_checkpoint_meta(context), None, 0, 0)
-        return consolidate(self.store, self.engine, context, progress=progress, abort=abort)
+        # the questions answered so far feed this pass's anticipation: write any the front end still holds
+        self.queries.flush_log()
+        replay = self.settings.replay_spans
+        return consolidate(self.store, self.engine, context, progress=progress, abort=abort, replay_spans=replay)
 
     def query(self, context: str, question: str) -> QueryResult:
         return self.queries.query(context, question)
+
+    def precomputed_answer(self, context: str, question: str) -> QueryResult | None:
+        """`query`'s answer when it is a precomputed one (a single read, no model), else None."""
+        return self.queries.precomputed(context, question)
 
     # inspection and history
 

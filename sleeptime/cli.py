@@ -230,6 +230,7 @@ def eval_cmd(
     batch: Annotated[int, typer.Option(help="Histories consolidated together.")] = 8,
     device: Annotated[str, typer.Option(envvar="SLEEPTIME_DEVICE", help="auto, cpu or cuda.")] = "auto",
     plot: Annotated[str | None, typer.Option(help="Write a PNG plot here.")] = None,
+    replay: Annotated[int, typer.Option(min=0, help="Sleep replay: re-feed this many most surprising spans.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per cell.")] = False,
 ):
     """Recall accuracy against history length, through consolidation and answering, on held-out data."""
@@ -253,7 +254,8 @@ def eval_cmd(
         table.add_row(cell.task, str(cell.tokens), str(cell.n), f"{cell.accuracy:.2f}", f"{cell.seconds:.0f}")
 
     cells = evaluate(
-        engine, [t for t in tasks.split(",") if t], [int(x) for x in lengths.split(",") if x], n, batch, on_cell
+        engine, [t for t in tasks.split(",") if t], [int(x) for x in lengths.split(",") if x], n, batch, on_cell,
+        replay=replay,
     )
     if plot:
         plot_cells({engine.model_id: [c.to_dict() for c in cells]}, plot)

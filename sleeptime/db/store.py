@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, exists, func, insert, or_, select, text, update
+from sqlalchemy import Engine, and_, bindparam, delete, exists, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, aliased, sessionmaker, undefer
@@ -86,6 +86,43 @@ def _check_seconds(what: str, value: object) -> float:
 
 def _sha256(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
+
+
+def _context_and_answer_query() -> Any:
+    # built once: composing the statement costs about as much as running it
+    answer = m.PrecomputedAnswer
+    last_seq = select(func.coalesce(func.max(m.Message.seq), 0)).where(m.Message.context_id == m.Context.id)
+    return (
+        select(
+            m.Context.name,
+            m.Context.created_at,
+            m.Context.last_activity_at,
+            m.Context.head_version,
+            m.Checkpoint.cursor_seq.label("cursor"),
+            last_seq.scalar_subquery().label("last"),
+            answer.question,
+            answer.answer,
+            answer.created_at.label("answered_at"),
+        )
+        .outerjoin(
+            m.Checkpoint,
+            and_(m.Checkpoint.context_id == m.Context.id, m.Checkpoint.version == m.Context.head_version),
+        )
+        .outerjoin(
+            answer,
+            and_(
+                answer.context_id == m.Context.id,
+                answer.version == m.Context.head_version,
+                answer.normalized_question == bindparam("normalized"),
+            ),
+        )
+        .where(m.Context.name == bindparam("name"))
+    )
+
+
+_CONTEXT_AND_ANSWER = _context_and_answer_query()
+_LIVE_KEY = select(m.ApiKey.name).where(m.ApiKey.key_hash == bindparam("key_hash"), m.ApiKey.revoked_at.is_(None))
+_ANY_LIVE_KEY = select(exists().where(m.ApiKey.revoked_at.is_(None)))
 
 
 class Store:
@@ -289,7 +326,7 @@ class Store:
                 m.Checkpoint,
                 and_(m.Checkpoint.context_id == m.Context.id, m.Checkpoint.version == m.Context.head_version),
             )
-            .where(m.Context.last_activity_at <= cutoff, has_pending)
+            .where(ready, has_pending)
             .order_by(m.Context.last_activity_at, m.Context.name)
         )
         with self._read() as s:
@@ -654,6 +691,18 @@ class Store:
                 return None
             return Precomputed(row.version, row.question, row.normalized_question, row.answer, row.created_at)
 
+    def context_and_answer(self, name: str, normalized: str) -> tuple[ContextInfo, Precomputed | None]:
+        """A context and its head's precomputed answer to a normalized question (None without one): the query
+        path's lookup, one indexed read instead of get_context then get_precomputed. Raises UnknownContext."""
+        with self._engine.connect() as c:
+            row = c.execute(_CONTEXT_AND_ANSWER, {"name": name, "normalized": normalized}).one_or_none()
+        if row is None:
+            raise UnknownContext(f"unknown context {name!r}")
+        ctx = ContextInfo(row.name, row.created_at, row.last_activity_at, row.head_version, row.cursor or 0, row.last)
+        if row.answer is None:
+            return ctx, None
+        return ctx, Precomputed(row.head_version, row.question, normalized, row.answer, row.answered_at)
+
     def list_precomputed(self, name: str, version: int) -> list[Precomputed]:
         with self._read() as s:
             ctx = self._context(s, name)
@@ -671,23 +720,39 @@ class Store:
         self, name: str, question: str, source: str, latency_ms: float, version: int | None = None
     ) -> None:
         """Log an answered question (it feeds the next anticipation); a query counts as activity."""
-        _check_text("question", question, MAX_QUESTION_BYTES)
-        if not isinstance(source, str) or not 0 < len(source) <= 16:
-            raise InvalidInput(f"query source must be a short label, got {source!r}")
+        self.log_queries([(name, question, source, latency_ms, version)])
+
+    def log_queries(self, rows: Sequence[tuple[str, str, str, float, int | None]]) -> None:
+        """Log answered questions, (context, question, source, latency_ms, version) each, in one transaction (the
+        front end's log writer batches them); each context's activity time moves to now. Raises UnknownContext
+        and InvalidInput, and then writes nothing."""
+        for _, question, source, _, _ in rows:
+            _check_text("question", question, MAX_QUESTION_BYTES)
+            if not isinstance(source, str) or not 0 < len(source) <= 16:
+                raise InvalidInput(f"query source must be a short label, got {source!r}")
+        if not rows:
+            return
+        names = {row[0] for row in rows}
         now = self._now()
         with self._write.begin() as s:
-            ctx = self._context(s, name)
+            ids = dict(s.execute(select(m.Context.name, m.Context.id).where(m.Context.name.in_(names))).all())
+            if missing := sorted(names - ids.keys()):
+                raise UnknownContext(f"unknown context {missing[0]!r}")
             s.execute(
-                insert(m.QueryLog).values(
-                    context_id=ctx.id,
-                    question=question,
-                    source=source,
-                    latency_ms=float(latency_ms),
-                    version=version,
-                    created_at=now,
-                )
+                insert(m.QueryLog),
+                [
+                    {
+                        "context_id": ids[name],
+                        "question": question,
+                        "source": source,
+                        "latency_ms": float(latency_ms),
+                        "version": version,
+                        "created_at": now,
+                    }
+                    for name, question, source, latency_ms, version in rows
+                ],
             )
-            s.execute(update(m.Context).where(m.Context.id == ctx.id).values(last_activity_at=now))
+            s.execute(update(m.Context).where(m.Context.id.in_(ids.values())).values(last_activity_at=now))
 
     def recent_questions(self, name: str, limit: int = 50) -> list[str]:
         """Distinct logged questions, most recently asked first."""
@@ -867,12 +932,11 @@ class Store:
         # keys are long random strings, so an indexed lookup by hash leaks nothing a timing attack could use
         if not isinstance(key, str) or not key.startswith(API_KEY_PREFIX) or len(key) > 256:
             return None
-        with self._read() as s:
-            return s.scalar(
-                select(m.ApiKey.name).where(m.ApiKey.key_hash == _sha256(key.encode()), m.ApiKey.revoked_at.is_(None))
-            )
+        # a Core connection and a prebuilt statement: every /v1 request runs this on the event loop
+        with self._engine.connect() as c:
+            return c.execute(_LIVE_KEY, {"key_hash": _sha256(key.encode())}).scalar()
 
     def has_api_keys(self) -> bool:
         """Whether any live key exists: without one the HTTP API is open."""
-        with self._read() as s:
-            return s.scalar(select(exists().where(m.ApiKey.revoked_at.is_(None))))
+        with self._engine.connect() as c:
+            return bool(c.execute(_ANY_LIVE_KEY).scalar())

@@ -2,8 +2,10 @@
 
 The lifespan opens the App (database; the model loads on first use) and warms up in a background thread: it loads
 the model and the head states of the most recently active contexts into the query engine's cache, while /healthz
-already answers and /readyz says 503 "warming". Routes are plain functions, so FastAPI runs them (database and
-torch work) in its threadpool, never on the event loop.
+already answers and /readyz says 503 "warming". While it serves, the query log is written by a background thread
+in batches (frontend/query.py QueryLogWriter), flushed when the lifespan ends. Routes are plain functions, so FastAPI
+runs them (database and torch work) in its threadpool, never on the event loop; the exceptions are one-read lookups
+on every request's path (the API-key check, a precomputed answer), for which the thread hop would cost more.
 
 Every error is JSON, `{"error": {"type", "message"}}`: invalid input 422 (nothing is changed), a body that is not
 JSON or not UTF-8 400, a body sent as another media type 415, unknown context or checkpoint 404, a conflict with the
@@ -32,6 +34,7 @@ from sleeptime.app import App
 from sleeptime.db import CorruptCheckpoint, HeadConflict, InvalidInput, UnknownContext, UnknownVersion
 from sleeptime.frontend.deps import Frontend
 from sleeptime.frontend.metrics import Metrics
+from sleeptime.frontend.query import QueryLogWriter
 from sleeptime.frontend.routes import checkpoints, contexts, health, query
 from sleeptime.jobs.consolidate import ModelMismatch
 from sleeptime.settings import Settings, load_settings
@@ -235,10 +238,14 @@ def create_app(
         frontend.phase = "warming"
         # a daemon thread: shutdown need not wait for a model that is still loading
         threading.Thread(target=warm, args=(frontend, warm_contexts), name="frontend-warm", daemon=True).start()
+        # the query log is written behind the answers, in batches; closing it below writes what is left
+        instance.queries.log_writer = QueryLogWriter(instance.store)
         try:
             yield
         finally:
             frontend.drain()
+            writer, instance.queries.log_writer = instance.queries.log_writer, None
+            writer.close()
             frontend.metrics.detach()
             frontend.phase = "stopped"
             if app is None:

@@ -3,7 +3,9 @@
   1. read the head (version, cursor) and fix the range (cursor, last seq]: messages that arrive later wait for the
      next pass, so each message is consumed by exactly one published checkpoint
   2. load and verify the head state (or start fresh), refusing a state written by another model
-  3. stream the range in bounded batches through the model (tokens fed in fixed-size pieces)
+  3. stream the range in bounded batches through the model (tokens fed in fixed-size pieces); with replay_spans,
+     feed the pass's most surprising spans once more (sleep replay; off by default: it did not help the demo
+     model's recall, docs/model.md)
   4. anticipate: gather the expected questions and answer them with the new state
   5. publish checkpoint + head CAS + answers in one transaction; a lost CAS marks the run superseded
 
@@ -59,9 +61,14 @@ class Consolidation:
 class _Pass:
     """The state of one pass; `run()` drives it. Split out so each step reads as one short method."""
 
-    def __init__(self, store: Store, engine: Any, context: str, progress: Progress | None, abort: Any):
+    def __init__(
+        self, store: Store, engine: Any, context: str, progress: Progress | None, abort: Any, replay_spans: int = 0
+    ):
         self.store, self.engine, self.context = store, engine, context
         self.progress, self.abort = progress, abort
+        self.replay_spans = replay_spans
+        # the pass's tokens, kept only for replay (2 bytes each: the vocabulary fits in 16 bits)
+        self.history = array("H")
         self.started = time.monotonic()
         self.done_tokens = 0
         self.total_tokens = 0
@@ -100,7 +107,18 @@ class _Pass:
         self.check()
 
     def feed(self, state: Any, stats: Any, tokens: list[int]) -> tuple[Any, Any]:
-        return self.engine.consume(state, tokens, progress=self.on_segment, stats=stats)
+        return self.engine.consume(
+            state, tokens, progress=self.on_segment, stats=stats, keep_spans=max(TOP_SPANS, self.replay_spans)
+        )
+
+    def replay(self, state: Any, stats: Any) -> tuple[Any, int]:
+        """Feed the replay_spans most surprising spans once more, in their order in the pass; returns (state,
+        tokens replayed)."""
+        chosen = sorted(sorted(stats.spans, reverse=True)[: self.replay_spans], key=lambda span: span[1])
+        tokens = [t for _, start, length in chosen for t in self.history[start : start + length]]
+        if tokens:
+            state, _ = self.engine.consume(state, tokens)
+        return state, len(tokens)
 
     def consume(self, state: Any, cursor: int, to_seq: int) -> tuple[Any, Any, int]:
         """Stream messages (cursor, to_seq] through the model; returns (state, stats, messages consumed)."""
@@ -116,6 +134,8 @@ class _Pass:
                 self.seqs.append(message.seq)
                 offset += len(tokens)
                 buffer.extend(tokens)
+                if self.replay_spans:
+                    self.history.extend(tokens)
                 if message.role == "user":
                     self.note_questions(extract_questions(message.content))
             seq, count = batch[-1].seq, count + len(batch)
@@ -139,7 +159,9 @@ class _Pass:
     def span_seq(self, offset: int) -> int:
         return self.seqs[max(0, bisect_right(self.offsets, offset) - 1)]
 
-    def meta(self, stats: Any, messages: int, cursor: int, to_seq: int, questions: int) -> dict[str, Any]:
+    def meta(
+        self, stats: Any, messages: int, cursor: int, to_seq: int, questions: int, replayed: int
+    ) -> dict[str, Any]:
         spans = [
             {"surprise": round(loss, 4), "offset": start, "tokens": length, "seq": self.span_seq(start)}
             for loss, start, length in stats.spans[:TOP_SPANS]
@@ -152,6 +174,7 @@ class _Pass:
             "mean_surprise": round(stats.mean_surprise, 6),
             "top_spans": spans,
             "questions": questions,
+            "replayed_tokens": replayed,
             "model_id": self.engine.model_id,
             "seconds": round(time.monotonic() - self.started, 3),
         }
@@ -176,10 +199,13 @@ class _Pass:
 
     def publish(self, run_id: int, state: Any, parent: int | None, cursor: int, to_seq: int) -> Consolidation:
         state, stats, messages = self.consume(state, cursor, to_seq)
+        replayed = 0
+        if self.replay_spans:
+            state, replayed = self.replay(state, stats)
         questions = gather_questions(self.store, self.context, list(self.extracted))
         answers = answer_questions(self.engine, state, questions, ANSWER_TOKENS, check=self.check)
         payload = self.engine.encode_state(state)
-        meta = self.meta(stats, messages, cursor, to_seq, len(answers))
+        meta = self.meta(stats, messages, cursor, to_seq, len(answers), replayed)
         self.check()
         info = self.store.publish_checkpoint(
             self.context, parent, to_seq, self.engine.model_id, payload, meta, answers, run_id=run_id
@@ -190,9 +216,15 @@ class _Pass:
 
 
 def consolidate(
-    store: Store, engine: Any, context: str, *, progress: Progress | None = None, abort: Any = None
+    store: Store,
+    engine: Any,
+    context: str,
+    *,
+    progress: Progress | None = None,
+    abort: Any = None,
+    replay_spans: int = 0,
 ) -> Consolidation:
     """Run one pass. `progress(done_tokens, total_tokens)` is called per model segment; setting the `abort` event
     (anything with `is_set()`) stops the pass before it publishes (Aborted). Raises HeadConflict when another pass or
     a rollback moved the head first, ModelMismatch for a head from another model, UnknownContext."""
-    return _Pass(store, engine, context, progress, abort).run()
+    return _Pass(store, engine, context, progress, abort, replay_spans).run()

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sleeptime.models import checkpoint, tokenizer
+from sleeptime.models import checkpoint, decode, tokenizer
 from sleeptime.models.titans import ModelConfig, TitansLM
 
 SHIPPED_DIR = Path(__file__).parent / "shipped"
@@ -118,7 +118,6 @@ class MemoryEngine:
                 progress(piece.shape[1])
         return state, stats
 
-    @torch.no_grad()
     def answer(
         self,
         state: dict,
@@ -128,16 +127,30 @@ class MemoryEngine:
     ) -> str:
         """Greedy answer to `question` after the recent messages `tail` (not yet consolidated)."""
         prompt = tokenizer.encode_messages(tail) + tokenizer.encode_prompt(question)
-        ids = torch.tensor([prompt], dtype=torch.long, device=self.device)
+        return tokenizer.decode(self.generate(state, prompt, max_new_tokens))
+
+    # inference mode, once around the whole loop: no autograd bookkeeping (version counters, views) on any op
+    @torch.inference_mode()
+    def generate(self, state: dict, prompt: Sequence[int], max_new_tokens: int, stop: bool = True) -> list[int]:
+        """Greedy bytes after `prompt` (one prefill, then one decoder step per byte, models/decode.py).
+
+        stop: end at the first non-byte token (END or any structure token); False: always `max_new_tokens` bytes,
+        the best byte at each step (benchmarks use it for a fixed amount of work).
+        """
+        ids = torch.tensor([list(prompt)], dtype=torch.long, device=self.device)
         logits, _, state = self.model(ids, state)
+        logits = logits[:, -1]
+        step = decode.decoder(self.model, state)
         out: list[int] = []
-        for _ in range(max_new_tokens):
-            nxt = int(logits[0, -1].argmax())
-            if nxt >= 256:  # END, or any structure token: the answer is over
+        while len(out) < max_new_tokens:
+            nxt = (logits if stop else logits[:, :256]).argmax(-1)  # [1]
+            if int(nxt) >= 256:  # END, or any structure token: the answer is over
                 break
-            out.append(nxt)
-            logits, _, state = self.model(torch.tensor([[nxt]], device=self.device), state)
-        return tokenizer.decode(out)
+            out.append(int(nxt))
+            # the last byte needs no step after it
+            if len(out) < max_new_tokens:
+                logits = step(nxt)
+        return out
 
     def encode_state(self, state: dict) -> bytes:
         return checkpoint.state_to_bytes(state, {"model_id": self.model_id})

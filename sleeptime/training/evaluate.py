@@ -48,12 +48,24 @@ def _history_array(sample) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
 
 
+def replay_ids(history: np.ndarray, spans: Sequence[tuple[float, int, int]], top: int) -> np.ndarray:
+    """Sleep replay: the `top` most surprising spans of a consumed history (ConsumeStats.spans), in their original
+    order, to be fed through the memory once more at the end of the pass."""
+    chosen = sorted(sorted(spans, reverse=True)[:top], key=lambda span: span[1])
+    parts = [history[offset : offset + length] for _, offset, length in chosen]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=history.dtype)
+
+
 def evaluate_cell(
     engine: MemoryEngine, task: str, tokens: int, n: int, seed: int = 10_000, batch: int = 8,
-    max_answer_tokens: int = 48, progress: Callable[[int], None] | None = None,
+    max_answer_tokens: int = 48, progress: Callable[[int], None] | None = None, replay: int = 0,
 ) -> Cell:
+    """replay > 0: after each history, its `replay` most surprising 256-token spans are fed again (one history at
+    a time: the spans are per history)."""
     start = time.monotonic()
     hits, examples = 0, []
+    if replay:
+        batch = 1
     for first in range(0, n, batch):
         samples = [make_sample(task, seed + i, split="heldout", target_tokens=tokens) for i in range(first, min(n, first + batch))]
         histories = [_history_array(s) for s in samples]
@@ -62,7 +74,10 @@ def evaluate_cell(
         for r, h in enumerate(histories):
             ids[r, length - len(h) :] = h
         state = engine.model.initial_state(len(samples))
-        state, _ = engine.consume(state, torch.from_numpy(ids), progress=progress)
+        state, stats = engine.consume(state, torch.from_numpy(ids), progress=progress, keep_spans=max(8, replay))
+        if replay:
+            again = replay_ids(ids[0], stats.spans, replay)
+            state, _ = engine.consume(state, torch.from_numpy(again[None, :]))
         for sample, row_state in zip(samples, split_state(state)):
             answer = engine.answer(row_state, sample.question, max_new_tokens=max_answer_tokens)
             hit = sample.answer_value in answer
@@ -73,12 +88,12 @@ def evaluate_cell(
 
 def evaluate(
     engine: MemoryEngine, tasks: Sequence[str] = ("passkey", "chat"), lengths: Sequence[int] = DEFAULT_LENGTHS,
-    n: int = 20, batch: int = 8, on_cell: Callable[[Cell], None] | None = None,
+    n: int = 20, batch: int = 8, on_cell: Callable[[Cell], None] | None = None, replay: int = 0,
 ) -> list[Cell]:
     cells = []
     for task in tasks:
         for tokens in lengths:
-            cell = evaluate_cell(engine, task, tokens, n, batch=batch)
+            cell = evaluate_cell(engine, task, tokens, n, batch=batch, replay=replay)
             cells.append(cell)
             if on_cell:
                 on_cell(cell)

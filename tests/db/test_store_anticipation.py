@@ -59,3 +59,23 @@ def test_query_log_and_recent_questions(store, clock):
         store.log_query("a", "", "online", 1.0)
     with pytest.raises(UnknownContext):
         store.log_query("ghost", "q", "online", 1.0)
+
+
+def test_log_queries_writes_a_batch_in_order_or_nothing(store, clock):
+    store.ensure_context("a")
+    store.ensure_context("b")
+    before = store.get_context("b").last_activity_at
+    clock.advance(5)
+    store.log_queries(
+        [("a", "first?", "online", 1.0, None), ("b", "other?", "precomputed", 0.2, 1), ("a", "next?", "online", 2.0, None)]
+    )
+    assert store.recent_questions("a") == ["next?", "first?"] and store.recent_questions("b") == ["other?"]
+    assert store.get_context("b").last_activity_at > before
+    # one row for an unknown context, or one bad row, and the batch writes nothing
+    with pytest.raises(UnknownContext, match="ghost"):
+        store.log_queries([("a", "lost?", "online", 1.0, None), ("ghost", "q?", "online", 1.0, None)])
+    with pytest.raises(InvalidInput):
+        store.log_queries([("a", "lost?", "online", 1.0, None), ("a", "", "online", 1.0, None)])
+    assert store.recent_questions("a") == ["next?", "first?"]
+    store.log_queries([])
+

@@ -78,6 +78,21 @@ def test_bad_payload_and_meta(store, ctx):
     assert store.list_checkpoints(ctx) == []
 
 
+def test_context_and_answer_reads_the_context_and_its_heads_answer(store, ctx):
+    assert store.context_and_answer(ctx, "who") == (store.get_context(ctx), None)
+    publish(store, None, 6, answers=[("Who?", "who", "y")])
+    info, found = store.context_and_answer(ctx, "who")
+    assert info == store.get_context(ctx) and (info.head_version, info.cursor_seq, info.last_seq) == (1, 6, 10)
+    assert (found.version, found.question, found.normalized_question, found.answer) == (1, "Who?", "who", "y")
+    assert found == store.get_precomputed(ctx, 1, "who")
+    assert store.context_and_answer(ctx, "what")[1] is None
+    # the answer of an older version is not the head's
+    publish(store, 1, 10)
+    assert store.context_and_answer(ctx, "who") == (store.get_context(ctx), None)
+    with pytest.raises(UnknownContext):
+        store.context_and_answer("ghost", "who")
+
+
 def test_answers_and_run_are_published_with_the_checkpoint(store, ctx):
     run = store.start_run(ctx, None, 0, 6)
     info = publish(

@@ -63,6 +63,18 @@ def test_every_endpoint_over_http(http):
     assert http.get("/docs").status_code == 200
 
 
+def test_the_query_log_is_written_behind_the_answers_and_kept_on_a_clean_stop(live, app, store):
+    app.ingest("c", msgs("my name is Alice")["messages"])
+    app.anticipate("c", ["What is my name?"])
+    app.consolidate("c")
+    server = live(app)
+    questions = ["what is my name", "Where do I live?", "What is my name?"]
+    sources = [server.client.post("/v1/contexts/c/query", json={"question": q}).json()["source"] for q in questions]
+    assert sources == ["precomputed", "online", "precomputed"]
+    server.close()
+    assert store.recent_questions("c") == ["What is my name?", "Where do I live?", "what is my name"]
+
+
 def test_the_state_cache_is_warmed_with_recent_heads(live, app):
     for name in ("a", "b"):
         app.ingest(name, msgs("hello there")["messages"])

@@ -1,3 +1,4 @@
+import logging
 import threading
 import time
 from datetime import datetime, timezone
@@ -5,7 +6,7 @@ from datetime import datetime, timezone
 import pytest
 
 from sleeptime.db import InvalidInput, MessageRecord, UnknownContext
-from sleeptime.frontend.query import LoadedState, QueryEngine, StateCache, cap_tail
+from sleeptime.frontend.query import LoadedState, QueryEngine, QueryLogWriter, StateCache, cap_tail
 from sleeptime.models.tokenizer import encode_message
 
 
@@ -169,3 +170,82 @@ def test_state_cache_evicts_least_recently_used_within_its_budget():
     # too big to keep: served, not cached
     cache.get_or_load(("c", 5), lambda: LoadedState(5, 0, None, 101))
     assert len(cache) == 2 and cache.loads == 5
+
+
+def row(question, context="c"):
+    return (context, question, "online", 1.0, None)
+
+
+@pytest.fixture
+def batches(store, monkeypatch):
+    """The batches store.log_queries was called with, by thread name."""
+    calls, write = [], store.log_queries
+
+    def record(rows):
+        calls.append((threading.current_thread().name, [r[1] for r in rows]))
+        write(rows)
+
+    monkeypatch.setattr(store, "log_queries", record)
+    return calls
+
+
+def test_the_log_writer_batches_rows_and_a_clean_close_loses_none(store, batches):
+    store.ensure_context("c")
+    # a long linger: the rows wait for more until a flush
+    writer = QueryLogWriter(store, linger=60)
+    for i in range(5):
+        writer.add(row(f"q{i}?"))
+    writer.flush()
+    assert batches == [("query-log", ["q0?", "q1?", "q2?", "q3?", "q4?"])]
+    writer.add(row("last?"))
+    writer.close()
+    assert store.recent_questions("c") == ["last?", "q4?", "q3?", "q2?", "q1?", "q0?"]
+    # once closed, a row is written by its caller
+    writer.add(row("after?"))
+    assert batches[-1] == (threading.current_thread().name, ["after?"])
+    writer.close()
+
+
+def test_a_full_log_queue_writes_in_the_caller_rather_than_drop(store, batches, monkeypatch):
+    store.ensure_context("c")
+    entered, release, write = threading.Event(), threading.Event(), store.log_queries
+
+    def slow(rows):
+        if threading.current_thread().name == "query-log":
+            entered.set()
+            release.wait(30)
+        write(rows)
+
+    monkeypatch.setattr(store, "log_queries", slow)
+    writer = QueryLogWriter(store, max_pending=1, linger=0)
+    writer.add(row("first?"))
+    assert entered.wait(30)
+    writer.add(row("queued?"))
+    writer.add(row("overflow?"))
+    assert batches == [(threading.current_thread().name, ["overflow?"])]
+    release.set()
+    writer.close()
+    assert [b[1] for b in batches] == [["overflow?"], ["first?"], ["queued?"]]
+    assert sorted(store.recent_questions("c")) == ["first?", "overflow?", "queued?"]
+
+
+def test_a_row_the_database_refuses_is_dropped_alone(store, batches, caplog):
+    store.ensure_context("c")
+    writer = QueryLogWriter(store, linger=60)
+    for r in (row("a?"), row("lost?", context="ghost"), row("b?")):
+        writer.add(r)
+    with caplog.at_level(logging.WARNING, logger="sleeptime.frontend.query"):
+        writer.close()
+    assert store.recent_questions("c") == ["b?", "a?"]
+    assert "'ghost' dropped" in caplog.text
+
+
+def test_queries_log_through_the_writer_when_one_is_set(app, store, queries, batches):
+    app.ingest("c", messages(2))
+    queries.log_writer = QueryLogWriter(store, linger=60)
+    queries.query("c", "one?")
+    queries.query("c", "two?")
+    assert batches == []
+    queries.flush_log()
+    assert batches == [("query-log", ["one?", "two?"])]
+    queries.log_writer.close()

@@ -123,3 +123,23 @@ def test_canonical_safetensors_is_stable_and_loadable(app):
     assert canonical_safetensors(payload) == payload
     assert set(load(payload)) == set(load(app.engine.encode_state(state)))
     app.engine.decode_state(payload)
+
+
+def test_sleep_replay_feeds_the_most_surprising_spans_once_more(make_app, store, tiny_engine):
+    from sleeptime.models.tokenizer import encode_message
+
+    plain, replaying = make_app(), make_app(replay_spans=2)
+    for name in ("plain", "replay"):
+        plain.ingest(name, transcript(40, seed=5))
+    first = plain.consolidate("plain").checkpoint
+    second = replaying.consolidate("replay").checkpoint
+    assert first.meta["replayed_tokens"] == 0 and second.meta["replayed_tokens"] > 0
+    assert first.meta["top_spans"] == second.meta["top_spans"] and first.sha256 != second.sha256
+    # the same state by hand: the whole pass, then its two most surprising spans in their order
+    tokens = [t for m in store.messages_after("replay", 0) for t in encode_message(m.role, m.content)]
+    state, stats = tiny_engine.consume(tiny_engine.new_state(), tokens, keep_spans=8)
+    top = sorted(sorted(stats.spans, reverse=True)[:2], key=lambda span: span[1])
+    again = [t for _, start, length in top for t in tokens[start : start + length]]
+    assert len(again) == second.meta["replayed_tokens"]
+    state, _ = tiny_engine.consume(state, again)
+    assert tiny_engine.encode_state(state) == store.load_checkpoint("replay", 1).payload
