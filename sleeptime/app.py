@@ -88,7 +88,9 @@ class App:
         self._engine = engine
         self._engine_lock = threading.Lock()
         self._pg_queue: Any = None
-        self.queries = QueryEngine(self.store, lambda: self.engine, self.settings.cache_bytes)
+        self.queries = QueryEngine(
+            self.store, lambda: self.engine, self.settings.cache_bytes, max_generations=self.settings.generations
+        )
 
     @property
     def engine(self) -> Any:
@@ -110,6 +112,8 @@ class App:
             raise SleeptimeError(f"cannot load model {self.settings.model!r}: {exc}") from None
 
     def close(self) -> None:
+        if self._pg_queue is not None:
+            self._pg_queue.close()
         self.store.close()
 
     def __enter__(self) -> "App":

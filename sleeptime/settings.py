@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     stalled_after: float = Field(30.0, gt=0, description="seconds without heartbeat before a worker's jobs retry")
     host: str = Field("127.0.0.1", min_length=1)
     port: int = Field(8765, ge=1, le=65535)
+    # online answers generated at once by one front-end process; more queue (generation is Python-bound)
+    generations: int = Field(1, ge=1, le=64, description="online answers generated at once per process")
     cache_bytes: int = Field(512 * 1024 * 1024, ge=0, description="byte budget of the loaded-state cache")
     # torch intra-op threads; None keeps torch's default (one per core). On a machine shared with other busy
     # processes, 1 avoids threads stalling each other.

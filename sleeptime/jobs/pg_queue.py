@@ -105,6 +105,7 @@ class PgQueue:
         self.abort = threading.Event()
         self.aborted_jobs: list[int] = []
         self._worker_open = False
+        self._sync_open, self._sync_lock = False, threading.Lock()
         self._register()
 
     # the schema
@@ -125,12 +126,25 @@ class PgQueue:
 
     @contextmanager
     def _open(self) -> Iterator[procrastinate.App]:
-        # inside a running worker the async pool is open and the sync API goes through it
-        if self._worker_open:
-            yield self.procrastinate
-            return
-        with self.procrastinate.open():
-            yield self.procrastinate
+        """The app with an open connection pool: a running worker's async pool, else one sync pool opened on first
+        use and shared by every thread (the front end defers from its threadpool) until `close`."""
+        if not self._worker_open:
+            with self._sync_lock:
+                if not self._sync_open:
+                    self.procrastinate.open()
+                    self._sync_open = True
+        yield self.procrastinate
+
+    def list_jobs(self, **filters: Any) -> list[Job]:
+        """procrastinate's jobs (filters: id, task, status, lock, queueing_lock, ...); succeeded ones are deleted."""
+        with self._open() as queue:
+            return queue.job_manager.list_jobs(**filters)
+
+    def close(self) -> None:
+        with self._sync_lock:
+            if self._sync_open:
+                self.procrastinate.close()
+                self._sync_open = False
 
     # deferring
 
@@ -149,7 +163,7 @@ class PgQueue:
                     context=context, reason=reason
                 )
             except AlreadyEnqueued:
-                waiting = queue.job_manager.list_jobs(queueing_lock=queueing_lock, status="todo")
+                waiting = self.list_jobs(queueing_lock=queueing_lock, status="todo")
                 if waiting:
                     return waiting[0].id
                 # the waiting job started in between: queue again behind it
@@ -199,8 +213,8 @@ class PgQueue:
             names = app.store.idle_contexts(self.settings.idle_after, max_wait_seconds=self.settings.max_wait)
             for name in names:
                 self.enqueue("consolidate", name, {"reason": "idle"})
-            if names:
-                log.info("sweep", extra={"event": "sweep", "queued": names})
+            # every period logs once, on whichever worker ran it
+            log.info("sweep", extra={"event": "sweep", "timestamp": timestamp, "queued": names})
             return names
 
         @queue.periodic(cron=_cron(every * GC_EVERY_SWEEPS), periodic_id="gc")
@@ -257,6 +271,8 @@ class PgQueue:
             "abort_job_polling_interval": poll_seconds,
             "delete_jobs": "successful",
         }
+        # the worker's async pool replaces the sync one (procrastinate closes it on opening, without telling us)
+        self.close()
         backoff = 1.0
         while not stop.is_set():
             started = time.monotonic()

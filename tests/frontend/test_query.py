@@ -122,6 +122,33 @@ def test_concurrent_queries_load_the_state_once(app, store, queries):
     assert queries.cache.loads == 1 and len(store.recent_questions("c")) == 6
 
 
+@pytest.mark.parametrize("limit", [1, 3])
+def test_online_answers_are_generated_at_most_max_generations_at_once(app, store, spy, limit):
+    app.ingest("c", messages(2))
+    app.consolidate("c")
+    running, peak, lock = [0], [0], threading.Lock()
+    answer = spy.answer
+
+    def slow_answer(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        # long enough for every waiting thread to reach the semaphore, even on a busy machine
+        time.sleep(0.3)
+        with lock:
+            running[0] -= 1
+        return answer(*args, **kwargs)
+
+    spy.answer = slow_answer
+    queries = QueryEngine(store, lambda: spy, 10**8, max_new_tokens=4, max_generations=limit)
+    threads = [threading.Thread(target=queries.query, args=("c", f"question {i}?")) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(spy.calls) == 8 and peak[0] == limit
+
+
 def test_warm_loads_the_head_state_before_the_first_query(app, queries):
     app.ingest("c", messages(2))
     assert not queries.warm("c")

@@ -136,8 +136,7 @@ def drained(app: App, names: list[str]) -> bool:
 
 
 def queued_consolidations(app: App) -> list:
-    with app.pg_queue.procrastinate.open() as queue:
-        jobs = queue.job_manager.list_jobs(task="sleeptime.consolidate")
+    jobs = app.pg_queue.list_jobs(task="sleeptime.consolidate")
     return [job for job in jobs if job.status in ("todo", "doing")]
 
 
@@ -191,8 +190,7 @@ def test_a_burst_of_triggers_leaves_one_waiting_job(pg_app):
     )
     # a prune is its own job under the same per-context lock
     prune = pg_app.enqueue("prune", "c")
-    with pg_app.pg_queue.procrastinate.open() as queue:
-        [job] = queue.job_manager.list_jobs(id=prune)
+    [job] = pg_app.pg_queue.list_jobs(id=prune)
     assert (job.lock, job.queueing_lock) == ("context:c", "prune:c")
 
 
@@ -224,6 +222,9 @@ def test_three_workers_serve_a_hundred_contexts_under_ingest(pg_app, workers):
 
     counts = check_invariants(pg_app, names)
     assert sum(counts.values()) > len(names), "ingest during the run should have caused second passes"
+    # the sweep ran once per period across the three workers
+    stamps = [event["timestamp"] for worker in fleet for event in worker.events(event="sweep")]
+    assert len(stamps) >= 5 and len(stamps) == len(set(stamps))
     done = [len(w.events(event="job_done", kind="consolidate")) for w in fleet]
     assert sum(done) == sum(counts.values()) and all(done), f"the work was not shared: {done}"
     assert ingest.count > 100
@@ -304,3 +305,16 @@ def test_sigterm_drains_a_worker_and_a_second_one_gives_the_job_back(pg_app, wor
     wait_until(lambda: drained(pg_app, ["big"]), 180, "the pass on the next worker")
     check_invariants(pg_app, ["big"])
     assert successor.stop() == 0
+
+
+def test_concurrent_triggers_from_many_threads_all_queue(pg_app):
+    """The front end defers from its threadpool: one shared connection pool, opened once, not per call."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = [f"c{i}" for i in range(16)]
+    for name in names:
+        pg_app.ingest(name, messages(1))
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda name: pg_app.enqueue("consolidate", name), names * 3))
+    assert len(set(ids)) == len(names)
+    assert sorted(job.task_kwargs["context"] for job in queued_consolidations(pg_app)) == sorted(names)
