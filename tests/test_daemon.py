@@ -69,8 +69,10 @@ def test_abort_stops_the_running_job_before_it_publishes(make_app, store):
     abort.set()
     thread.join(60)
     assert codes == [1] and store.get_context("c").head_version is None
-    [job] = store.list_jobs()
-    assert (job.status, job.error) == ("failed", "aborted by a second SIGTERM")
+    # a sweep between the abort and the scheduler's shutdown may have queued the context again
+    [job] = store.list_jobs(status="failed")
+    assert job.error == "aborted by a second SIGTERM"
+    assert {j.status for j in store.list_jobs()} <= {"failed", "queued"}
     assert store.last_run("c").status == "failed"
 
 
