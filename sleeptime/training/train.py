@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 class Stage:
     name: str
     tasks: dict[str, float]  # task -> share of the batch
-    history_tokens: int
+    history_tokens: int | tuple[int, ...]  # several: each step draws one (a stage that keeps short lengths alive)
     batch: int
     steps: int
     window: int = 0  # backpropagated tokens at the end of each sequence; 0 = the whole sequence
@@ -100,8 +100,14 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         )
         # 1e-3: at 3e-3 a 2-layer byte model formed its copy (induction) circuit several times slower
         cfg = TrainConfig(model=model, stages=stages, lr=1e-3, min_lr=1e-4)
+    elif name == "mix":
+        # the demo model, trained on a mixture of lengths: after the 16K stage of "demo", recall at 1K and 4K had
+        # collapsed (0.95 -> 0.0 and 0.75 -> 0.1) while 16K rose (0.075 -> 0.525); continue with --init-from
+        cfg = preset("demo")
+        mix = Stage("mix", {"passkey": 0.5, "chat": 0.5}, (1024, 4096, 16384), batch=8, steps=2000, window=1024)
+        cfg = replace(cfg, stages=(mix,), warmup=10)
     else:
-        raise ValueError(f"unknown preset {name!r}; expected tiny or demo")
+        raise ValueError(f"unknown preset {name!r}; expected tiny, demo or mix")
     if variant:
         cfg = replace(cfg, model=replace(cfg.model, variant=variant))
     return cfg
@@ -111,11 +117,13 @@ def make_batch(stage: Stage, rng: random.Random, split: str = "train") -> tuple[
     """Token ids [B, L] and answer mask [B, L]: 1 where the token is an answer byte, 2 where it is a byte of the
     expected value inside the answer (what exact match scores); rows are left-padded."""
     tasks, weights = zip(*stage.tasks.items())
+    lengths = stage.history_tokens if isinstance(stage.history_tokens, tuple) else (stage.history_tokens,)
+    target = rng.choice(lengths)
     rows = []
     for _ in range(stage.batch):
         task = rng.choices(tasks, weights)[0]
         options = stage.task_options.get(task, {})
-        sample = make_sample(task, rng.randrange(2**31), split=split, target_tokens=stage.history_tokens, **options)
+        sample = make_sample(task, rng.randrange(2**31), split=split, target_tokens=target, **options)
         history = [i for m in sample.history for i in tokenizer.encode_message(m["role"], m["content"])]
         prompt = tokenizer.encode_prompt(sample.question)
         answer = encode_answer(sample.answer_text)

@@ -59,3 +59,12 @@ def test_training_resumes_and_evaluation_runs_end_to_end(tmp_path):
     cell = evaluate_cell(engine, "passkey", tokens=300, n=3, batch=2, max_answer_tokens=8)
     assert cell.n == 3 and 0 <= cell.hits <= 3
     assert len(cell.examples) == 3 and all(isinstance(answer, str) for _, answer in cell.examples)
+
+
+def test_a_stage_of_several_lengths_draws_one_per_batch():
+    stage = Stage("mix", {"passkey": 1.0}, (200, 800), batch=2, steps=1)
+    rng = random.Random(0)
+    widths = {make_batch(stage, rng)[0].shape[1] for _ in range(12)}
+    # each batch is one length (its rows padded to the longest), and both lengths come up
+    assert any(w < 400 for w in widths) and any(w > 600 for w in widths)
+    assert preset("mix").stages[0].history_tokens == (1024, 4096, 16384)
