@@ -159,8 +159,10 @@ class App:
             return Consolidation(context, False, self.store.head_checkpoint_meta(context), None, 0, 0)
         # the questions answered so far feed this pass's anticipation: write any the front end still holds
         self.queries.flush_log()
-        replay = self.settings.replay_spans
-        return consolidate(self.store, self.engine, context, progress=progress, abort=abort, replay_spans=replay)
+        return consolidate(
+            self.store, self.engine, context, progress=progress, abort=abort,
+            replay_spans=self.settings.replay_spans, rehearse=self.settings.rehearse,
+        )
 
     def query(self, context: str, question: str) -> QueryResult:
         return self.queries.query(context, question)

@@ -225,18 +225,23 @@ def train_cmd(
 def eval_cmd(
     model: Annotated[str, typer.Option(envvar="SLEEPTIME_MODEL", help="Shipped model name or model file.")] = "demo",
     tasks: Annotated[str, typer.Option(help="Comma-separated: passkey, chat, recall.")] = "passkey,chat",
-    lengths: Annotated[str, typer.Option(help="Comma-separated history lengths in tokens.")] = "4096,32768,262144,1048576,2097152",
+    lengths: Annotated[
+        str, typer.Option(help="Comma-separated history lengths in tokens.")
+    ] = "4096,32768,262144,1048576,2097152",
     n: Annotated[int, typer.Option(help="Held-out samples per cell.")] = 20,
     batch: Annotated[int, typer.Option(help="Histories consolidated together.")] = 8,
     device: Annotated[str, typer.Option(envvar="SLEEPTIME_DEVICE", help="auto, cpu or cuda.")] = "auto",
     plot: Annotated[str | None, typer.Option(help="Write a PNG plot here.")] = None,
     replay: Annotated[int, typer.Option(min=0, help="Sleep replay: re-feed this many most surprising spans.")] = 0,
+    rehearse_after: Annotated[
+        int, typer.Option(min=0, help="Measure rehearsal instead: ask again after this many later tokens.")
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per cell.")] = False,
 ):
     """Recall accuracy against history length, through consolidation and answering, on held-out data."""
     from sleeptime.models.engine import MemoryEngine
     from sleeptime.runtime import tune_process
-    from sleeptime.training.evaluate import evaluate
+    from sleeptime.training.evaluate import evaluate, evaluate_rehearsal
     from sleeptime.training.evaluate import plot as plot_cells
 
     tune_process()
@@ -244,6 +249,21 @@ def eval_cmd(
         engine = MemoryEngine.load(model, device)
     except (FileNotFoundError, ValueError) as exc:
         raise SleeptimeError(str(exc)) from None
+    task_list, length_list = [t for t in tasks.split(",") if t], [int(x) for x in lengths.split(",") if x]
+    if rehearse_after:
+        table = Table(title=f"recall {rehearse_after} tokens after the pass, model {engine.model_id}")
+        for col in ("task", "history tokens", "n", "precomputed", "no rehearsal", "rehearsal", "seconds"):
+            table.add_column(col)
+        for task in task_list:
+            for tokens in length_list:
+                cell = evaluate_rehearsal(engine, task, tokens, rehearse_after, n).to_dict()
+                if as_json:
+                    print_json(cell)
+                rates = [f"{cell[k]:.3f}" for k in ("precomputed", "plain", "rehearsed")]
+                table.add_row(task, str(tokens), str(n), *rates, f"{cell['seconds']:.0f}")
+        if not as_json:
+            console.print(table)
+        return
     table = Table(title=f"recall on held-out data, model {engine.model_id}")
     for col in ("task", "history tokens", "n", "accuracy", "seconds"):
         table.add_column(col)
@@ -253,10 +273,7 @@ def eval_cmd(
             print_json(cell.to_dict())
         table.add_row(cell.task, str(cell.tokens), str(cell.n), f"{cell.accuracy:.2f}", f"{cell.seconds:.0f}")
 
-    cells = evaluate(
-        engine, [t for t in tasks.split(",") if t], [int(x) for x in lengths.split(",") if x], n, batch, on_cell,
-        replay=replay,
-    )
+    cells = evaluate(engine, task_list, length_list, n, batch, on_cell, replay=replay)
     if plot:
         plot_cells({engine.model_id: [c.to_dict() for c in cells]}, plot)
     if not as_json:

@@ -6,7 +6,9 @@
   3. stream the range in bounded batches through the model (tokens fed in fixed-size pieces); with replay_spans,
      feed the pass's most surprising spans once more (sleep replay; off by default: it did not help the demo
      model's recall, docs/model.md)
-  4. anticipate: gather the expected questions and answer them with the new state
+  4. anticipate: gather the expected questions and answer them with the new state; with rehearse, write each
+     question and its answer into the state as one more exchange (rehearsal; the daemon's default: it kept the
+     demo model's answers through later conversation, docs/model.md)
   5. publish checkpoint + head CAS + answers in one transaction; a lost CAS marks the run superseded
 
 Nothing is written to the head before step 5, so a crash at any point leaves the head unchanged.
@@ -23,7 +25,7 @@ from typing import Any
 from sleeptime import SleeptimeError
 from sleeptime.db import CheckpointInfo, HeadConflict, Store
 from sleeptime.jobs.anticipate import answer_questions, extract_questions, gather_questions
-from sleeptime.models.tokenizer import encode_message
+from sleeptime.models.tokenizer import encode_message, encode_messages
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +64,18 @@ class _Pass:
     """The state of one pass; `run()` drives it. Split out so each step reads as one short method."""
 
     def __init__(
-        self, store: Store, engine: Any, context: str, progress: Progress | None, abort: Any, replay_spans: int = 0
+        self,
+        store: Store,
+        engine: Any,
+        context: str,
+        progress: Progress | None,
+        abort: Any,
+        replay_spans: int = 0,
+        rehearse: bool = False,
     ):
         self.store, self.engine, self.context = store, engine, context
         self.progress, self.abort = progress, abort
-        self.replay_spans = replay_spans
+        self.replay_spans, self.rehearse = replay_spans, rehearse
         # the pass's tokens, kept only for replay (2 bytes each: the vocabulary fits in 16 bits)
         self.history = array("H")
         self.started = time.monotonic()
@@ -120,6 +129,18 @@ class _Pass:
             state, _ = self.engine.consume(state, tokens)
         return state, len(tokens)
 
+    def rehearsal(self, state: Any, answers: list[tuple[str, str, str]]) -> tuple[Any, int]:
+        """Feed each precomputed answer with its question as one user/assistant exchange, in their order; returns
+        (state, tokens rehearsed). An empty answer teaches nothing and is skipped."""
+        exchanges = []
+        for question, _, answer in answers:
+            if answer.strip():
+                exchanges += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        tokens = encode_messages(exchanges)
+        if tokens:
+            state, _ = self.engine.consume(state, tokens)
+        return state, len(tokens)
+
     def consume(self, state: Any, cursor: int, to_seq: int) -> tuple[Any, Any, int]:
         """Stream messages (cursor, to_seq] through the model; returns (state, stats, messages consumed)."""
         buffer: list[int] = []
@@ -160,7 +181,7 @@ class _Pass:
         return self.seqs[max(0, bisect_right(self.offsets, offset) - 1)]
 
     def meta(
-        self, stats: Any, messages: int, cursor: int, to_seq: int, questions: int, replayed: int
+        self, stats: Any, messages: int, cursor: int, to_seq: int, questions: int, replayed: int, rehearsed: int
     ) -> dict[str, Any]:
         spans = [
             {"surprise": round(loss, 4), "offset": start, "tokens": length, "seq": self.span_seq(start)}
@@ -175,6 +196,7 @@ class _Pass:
             "top_spans": spans,
             "questions": questions,
             "replayed_tokens": replayed,
+            "rehearsed_tokens": rehearsed,
             "model_id": self.engine.model_id,
             "seconds": round(time.monotonic() - self.started, 3),
         }
@@ -204,8 +226,11 @@ class _Pass:
             state, replayed = self.replay(state, stats)
         questions = gather_questions(self.store, self.context, list(self.extracted))
         answers = answer_questions(self.engine, state, questions, ANSWER_TOKENS, check=self.check)
+        rehearsed = 0
+        if self.rehearse:
+            state, rehearsed = self.rehearsal(state, answers)
         payload = self.engine.encode_state(state)
-        meta = self.meta(stats, messages, cursor, to_seq, len(answers), replayed)
+        meta = self.meta(stats, messages, cursor, to_seq, len(answers), replayed, rehearsed)
         self.check()
         info = self.store.publish_checkpoint(
             self.context, parent, to_seq, self.engine.model_id, payload, meta, answers, run_id=run_id
@@ -223,8 +248,9 @@ def consolidate(
     progress: Progress | None = None,
     abort: Any = None,
     replay_spans: int = 0,
+    rehearse: bool = False,
 ) -> Consolidation:
     """Run one pass. `progress(done_tokens, total_tokens)` is called per model segment; setting the `abort` event
     (anything with `is_set()`) stops the pass before it publishes (Aborted). Raises HeadConflict when another pass or
     a rollback moved the head first, ModelMismatch for a head from another model, UnknownContext."""
-    return _Pass(store, engine, context, progress, abort, replay_spans).run()
+    return _Pass(store, engine, context, progress, abort, replay_spans, rehearse).run()

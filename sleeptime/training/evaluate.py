@@ -4,6 +4,9 @@
 A hit is an exact match of the expected value inside the generated answer. Samples come from the held-out split.
 Histories of one cell are consolidated together as one batch; rows shorter than the longest are left-padded with
 PAD tokens (at most a few dozen tokens in front of histories of thousands).
+
+`evaluate_rehearsal` measures rehearsal (the daemon writing its precomputed answers back into the memory) the same
+way, with later conversation between the pass and the question.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 from sleeptime.models import tokenizer
 from sleeptime.models.engine import MemoryEngine
 from sleeptime.models.titans import split_state
-from sleeptime.training.data import iter_history_ids, make_sample
+from sleeptime.training.data import History, iter_history_ids, make_sample
 
 DEFAULT_LENGTHS = (4096, 32768, 262144, 1048576, 2097152)
 
@@ -43,8 +46,8 @@ class Cell:
         }
 
 
-def _history_array(sample) -> np.ndarray:
-    parts = [np.asarray(seg, dtype=np.int32) for seg in iter_history_ids(sample.history, 65536)]
+def _history_array(history) -> np.ndarray:
+    parts = [np.asarray(seg, dtype=np.int32) for seg in iter_history_ids(history, 65536)]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
 
 
@@ -67,8 +70,9 @@ def evaluate_cell(
     if replay:
         batch = 1
     for first in range(0, n, batch):
-        samples = [make_sample(task, seed + i, split="heldout", target_tokens=tokens) for i in range(first, min(n, first + batch))]
-        histories = [_history_array(s) for s in samples]
+        rows = range(first, min(n, first + batch))
+        samples = [make_sample(task, seed + i, split="heldout", target_tokens=tokens) for i in rows]
+        histories = [_history_array(s.history) for s in samples]
         length = max(len(h) for h in histories)
         ids = np.full((len(samples), length), tokenizer.PAD, dtype=np.int64)
         for r, h in enumerate(histories):
@@ -78,7 +82,7 @@ def evaluate_cell(
         if replay:
             again = replay_ids(ids[0], stats.spans, replay)
             state, _ = engine.consume(state, torch.from_numpy(again[None, :]))
-        for sample, row_state in zip(samples, split_state(state)):
+        for sample, row_state in zip(samples, split_state(state), strict=True):
             answer = engine.answer(row_state, sample.question, max_new_tokens=max_answer_tokens)
             hit = sample.answer_value in answer
             hits += hit
@@ -98,6 +102,72 @@ def evaluate(
             if on_cell:
                 on_cell(cell)
     return cells
+
+
+@dataclass
+class RehearsalCell:
+    """Recall of one question asked `after` tokens of later conversation past the pass, with and without
+    rehearsal; `precomputed` counts the hits of the pass's own answer (asked right after the history)."""
+
+    task: str
+    tokens: int
+    after: int
+    n: int
+    precomputed: int
+    plain: int
+    rehearsed: int
+    seconds: float
+    examples: list[tuple[str, str, str, str]]  # (expected, precomputed, plain, rehearsed)
+
+    def to_dict(self) -> dict:
+        return {
+            "task": self.task, "tokens": self.tokens, "after": self.after, "n": self.n,
+            "precomputed": round(self.precomputed / self.n, 3), "plain": round(self.plain / self.n, 3),
+            "rehearsed": round(self.rehearsed / self.n, 3), "hits": [self.precomputed, self.plain, self.rehearsed],
+            "seconds": round(self.seconds, 1), "examples": self.examples[:3],
+        }
+
+
+def later_history(sample, tokens: int) -> History:
+    """`tokens` of conversation after the sample's history: its own kind of distractors (passkey filler, chat
+    chit-chat), drawn from another seed, which never hold the sample's values (nor another pass key)."""
+    return History((), sample.history.distractors, f"{sample.history.seed}:later", tokens, tokens)
+
+
+def evaluate_rehearsal(
+    engine: MemoryEngine, task: str, tokens: int, after: int, n: int, seed: int = 10_000,
+    max_answer_tokens: int = 64,
+) -> RehearsalCell:
+    """For each held-out sample: consolidate its history, answer its question (the precomputed answer), then
+    consume `after` tokens of later conversation and ask again, once from the plain state and once from the state
+    that rehearsed the question with its precomputed answer as a user/assistant exchange, as the daemon's pass
+    does. One sample at a time; max_answer_tokens matches the daemon's ANSWER_TOKENS."""
+    start = time.monotonic()
+    hits = {"precomputed": 0, "plain": 0, "rehearsed": 0}
+    examples = []
+    for i in range(n):
+        sample = make_sample(task, seed + i, split="heldout", target_tokens=tokens)
+        state = engine.model.initial_state(1)
+        state, _ = engine.consume(state, torch.from_numpy(_history_array(sample.history)[None, :]))
+        precomputed = engine.answer(state, sample.question, max_new_tokens=max_answer_tokens)
+        later = torch.from_numpy(_history_array(later_history(sample, after))[None, :])
+        rehearsed_state = state
+        # the daemon skips an empty answer: it would only teach the memory an empty reply
+        if precomputed.strip():
+            exchange = [{"role": "user", "content": sample.question}, {"role": "assistant", "content": precomputed}]
+            rehearsed_state, _ = engine.consume(state, tokenizer.encode_messages(exchange))
+        # consume returns a new state and leaves its input as it was, so both branches start from `state`
+        plain_state, _ = engine.consume(state, later)
+        rehearsed_state, _ = engine.consume(rehearsed_state, later)
+        answers = {
+            "precomputed": precomputed,
+            "plain": engine.answer(plain_state, sample.question, max_new_tokens=max_answer_tokens),
+            "rehearsed": engine.answer(rehearsed_state, sample.question, max_new_tokens=max_answer_tokens),
+        }
+        for name, answer in answers.items():
+            hits[name] += sample.answer_value in answer
+        examples.append((sample.answer_value, answers["precomputed"], answers["plain"], answers["rehearsed"]))
+    return RehearsalCell(task, tokens, after, n, **hits, seconds=time.monotonic() - start, examples=examples)
 
 
 def plot(results: dict[str, list[dict]], path: str) -> None:

@@ -143,3 +143,43 @@ def test_sleep_replay_feeds_the_most_surprising_spans_once_more(make_app, store,
     assert len(again) == second.meta["replayed_tokens"]
     state, _ = tiny_engine.consume(state, again)
     assert tiny_engine.encode_state(state) == store.load_checkpoint("replay", 1).payload
+
+
+def test_rehearsal_writes_the_precomputed_answers_back_into_the_memory(make_app, store, tiny_engine):
+    from sleeptime.models.tokenizer import encode_message, encode_messages
+
+    plain, rehearsing = make_app(rehearse=False), make_app()
+    questions = ["Where is the river?", "What is the colour of the cat?", "Who runs north?"]
+    for name in ("plain", "rehearse"):
+        plain.ingest(name, transcript(12, seed=4))
+        plain.anticipate(name, questions)
+    first = plain.consolidate("plain").checkpoint
+    second = rehearsing.consolidate("rehearse").checkpoint
+    assert first.meta["rehearsed_tokens"] == 0 and second.meta["rehearsed_tokens"] > 0
+    # the same answers either way: they are computed before the rehearsal, from the same state
+    answers = [a.answer for a in store.list_precomputed("rehearse", 1)]
+    assert answers == [a.answer for a in store.list_precomputed("plain", 1)] and first.sha256 != second.sha256
+    # the same state by hand: the whole pass, then each question with its answer as one exchange, in their order
+    tokens = [t for m in store.messages_after("rehearse", 0) for t in encode_message(m.role, m.content)]
+    state, _ = tiny_engine.consume(tiny_engine.new_state(), tokens)
+    assert answers == [tiny_engine.answer(state, q, max_new_tokens=job.ANSWER_TOKENS) for q in questions]
+    exchanges = [
+        m for q, a in zip(questions, answers, strict=True) if a.strip()
+        for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})
+    ]
+    rehearsed = encode_messages(exchanges)
+    assert len(rehearsed) == second.meta["rehearsed_tokens"]
+    state, _ = tiny_engine.consume(state, rehearsed)
+    assert tiny_engine.encode_state(state) == store.load_checkpoint("rehearse", 1).payload
+
+
+def test_rehearsal_skips_empty_answers(make_app, monkeypatch):
+    from sleeptime.models.tokenizer import encode_messages
+
+    fixed = [("What is my name?", "what is my name", "Ada"), ("Where do I live?", "where do i live", " ")]
+    monkeypatch.setattr(job, "answer_questions", lambda *args, **kwargs: fixed)
+    app = make_app()
+    app.ingest("c", transcript(4))
+    meta = app.consolidate("c").checkpoint.meta
+    exchange = [{"role": "user", "content": "What is my name?"}, {"role": "assistant", "content": "Ada"}]
+    assert meta["rehearsed_tokens"] == len(encode_messages(exchange))
