@@ -231,6 +231,7 @@ def eval_cmd(
     n: Annotated[int, typer.Option(help="Held-out samples per cell.")] = 20,
     batch: Annotated[int, typer.Option(help="Histories consolidated together.")] = 8,
     device: Annotated[str, typer.Option(envvar="SLEEPTIME_DEVICE", help="auto, cpu or cuda.")] = "auto",
+    threads: Annotated[int | None, typer.Option(envvar="SLEEPTIME_THREADS", min=1, help="torch threads.")] = None,
     plot: Annotated[str | None, typer.Option(help="Write a PNG plot here.")] = None,
     replay: Annotated[int, typer.Option(min=0, help="Sleep replay: re-feed this many most surprising spans.")] = 0,
     rehearse_after: Annotated[
@@ -244,7 +245,7 @@ def eval_cmd(
     from sleeptime.training.evaluate import evaluate, evaluate_rehearsal
     from sleeptime.training.evaluate import plot as plot_cells
 
-    tune_process()
+    tune_process(threads)
     try:
         engine = MemoryEngine.load(model, device)
     except (FileNotFoundError, ValueError) as exc:
