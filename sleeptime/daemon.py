@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from sleeptime.jobs.worker import GC_EVERY_SWEEPS
+
 if TYPE_CHECKING:
     from sleeptime.app import App
 
 log = logging.getLogger(__name__)
 
-# checkpoint GC runs once per this many sweeps (every 10 minutes at the default 30 s); each publish also prunes
-GC_EVERY_SWEEPS = 20
 _RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
 

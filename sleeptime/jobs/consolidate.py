@@ -123,7 +123,7 @@ class _Pass:
     def replay(self, state: Any, stats: Any) -> tuple[Any, int]:
         """Feed the replay_spans most surprising spans once more, in their order in the pass; returns (state,
         tokens replayed)."""
-        chosen = sorted(sorted(stats.spans, reverse=True)[: self.replay_spans], key=lambda span: span[1])
+        chosen = stats.replay_spans(self.replay_spans)
         tokens = [t for _, start, length in chosen for t in self.history[start : start + length]]
         if tokens:
             state, _ = self.engine.consume(state, tokens)

@@ -35,6 +35,7 @@ from sleeptime import SleeptimeError
 from sleeptime.db import HeadConflict
 from sleeptime.db.engine import normalize_url, process_label
 from sleeptime.jobs.consolidate import Aborted
+from sleeptime.jobs.worker import GC_EVERY_SWEEPS
 
 if TYPE_CHECKING:
     from sleeptime.app import App
@@ -44,8 +45,6 @@ log = logging.getLogger(__name__)
 QUEUE = "sleeptime"
 CONSOLIDATE, PRUNE = "sleeptime.consolidate", "sleeptime.prune"
 MAX_ATTEMPTS = 5
-# checkpoint GC runs every this many sweep periods (every 10 minutes at the default 30 s)
-GC_EVERY_SWEEPS = 20
 
 
 def worker_name() -> str:
@@ -157,19 +156,15 @@ class PgQueue:
         queueing_lock = f"{kind}:{context}"
         reason = (payload or {}).get("reason", "")
         with self._open() as queue:
-            task = queue.tasks[task_name]
+            deferrer = queue.tasks[task_name].configure(lock=f"context:{context}", queueing_lock=queueing_lock)
             try:
-                return task.configure(lock=f"context:{context}", queueing_lock=queueing_lock).defer(
-                    context=context, reason=reason
-                )
+                return deferrer.defer(context=context, reason=reason)
             except AlreadyEnqueued:
                 waiting = self.list_jobs(queueing_lock=queueing_lock, status="todo")
                 if waiting:
                     return waiting[0].id
                 # the waiting job started in between: queue again behind it
-                return task.configure(lock=f"context:{context}", queueing_lock=queueing_lock).defer(
-                    context=context, reason=reason
-                )
+                return deferrer.defer(context=context, reason=reason)
 
     # the tasks
 
@@ -210,9 +205,7 @@ class PgQueue:
         @queue.periodic(cron=_cron(every), periodic_id="sweep")
         @queue.task(name="sleeptime.sweep", queue=QUEUE, queueing_lock="sleeptime.sweep")
         def sweep(timestamp: int) -> list[str]:
-            names = app.store.idle_contexts(self.settings.idle_after, max_wait_seconds=self.settings.max_wait)
-            for name in names:
-                self.enqueue("consolidate", name, {"reason": "idle"})
+            names = app.sweep()
             # every period logs once, on whichever worker ran it
             log.info("sweep", extra={"event": "sweep", "timestamp": timestamp, "queued": names})
             return names
@@ -220,12 +213,7 @@ class PgQueue:
         @queue.periodic(cron=_cron(every * GC_EVERY_SWEEPS), periodic_id="gc")
         @queue.task(name="sleeptime.gc", queue=QUEUE, queueing_lock="sleeptime.gc")
         def gc(timestamp: int) -> list[str]:
-            names = []
-            for ctx in app.store.list_contexts():
-                if ctx.head_version is not None and len(app.checkpoints(ctx.name)) > self.settings.keep_checkpoints:
-                    self.enqueue("prune", ctx.name)
-                    names.append(ctx.name)
-            return names
+            return app.queue_prunes()
 
         @queue.periodic(cron=_cron(max(1.0, self.settings.stalled_after / 3)), periodic_id="recover")
         @queue.task(name="sleeptime.recover", queue=QUEUE, queueing_lock="sleeptime.recover", pass_context=True)

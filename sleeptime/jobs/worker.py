@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 CONSOLIDATE = "consolidate"
 PRUNE = "prune"
 JOB_KINDS = (CONSOLIDATE, PRUNE)
+# checkpoint GC runs once per this many sweep periods (every 10 minutes at the default 30 s); each publish also prunes
+GC_EVERY_SWEEPS = 20
 
 
 def sweep(app: "App") -> list[str]:

@@ -50,6 +50,10 @@ class ConsumeStats:
     def mean_surprise(self) -> float:
         return self.surprise_sum / self.tokens if self.tokens else 0.0
 
+    def replay_spans(self, top: int) -> list[tuple[float, int, int]]:
+        """Sleep replay's choice: the `top` most surprising spans, in their order in the history."""
+        return sorted(sorted(self.spans, reverse=True)[:top], key=lambda span: span[1])
+
 
 def pick_device(device: str = "auto") -> str:
     if device == "auto":

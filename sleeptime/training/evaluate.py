@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from sleeptime.models import tokenizer
-from sleeptime.models.engine import MemoryEngine
+from sleeptime.models.engine import ConsumeStats, MemoryEngine
 from sleeptime.models.titans import split_state
 from sleeptime.training.data import History, iter_history_ids, make_sample
 
@@ -51,11 +51,10 @@ def _history_array(history) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
 
 
-def replay_ids(history: np.ndarray, spans: Sequence[tuple[float, int, int]], top: int) -> np.ndarray:
-    """Sleep replay: the `top` most surprising spans of a consumed history (ConsumeStats.spans), in their original
-    order, to be fed through the memory once more at the end of the pass."""
-    chosen = sorted(sorted(spans, reverse=True)[:top], key=lambda span: span[1])
-    parts = [history[offset : offset + length] for _, offset, length in chosen]
+def replay_ids(history: np.ndarray, stats: ConsumeStats, top: int) -> np.ndarray:
+    """Sleep replay: the ids of the `top` most surprising spans of a consumed history, in their original order, to
+    be fed through the memory once more at the end of the pass."""
+    parts = [history[offset : offset + length] for _, offset, length in stats.replay_spans(top)]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=history.dtype)
 
 
@@ -80,7 +79,7 @@ def evaluate_cell(
         state = engine.model.initial_state(len(samples))
         state, stats = engine.consume(state, torch.from_numpy(ids), progress=progress, keep_spans=max(8, replay))
         if replay:
-            again = replay_ids(ids[0], stats.spans, replay)
+            again = replay_ids(ids[0], stats, replay)
             state, _ = engine.consume(state, torch.from_numpy(again[None, :]))
         for sample, row_state in zip(samples, split_state(state), strict=True):
             answer = engine.answer(row_state, sample.question, max_new_tokens=max_answer_tokens)
