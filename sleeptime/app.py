@@ -226,6 +226,9 @@ class App:
     def queue_prunes(self) -> list[str]:
         return worker.queue_prunes(self)
 
+    def collect_garbage(self) -> list[str]:
+        return worker.collect_garbage(self)
+
     def new_worker(self, worker_id: str, **kwargs: Any) -> "worker.Worker":
         return worker.Worker(self, worker_id, **kwargs)
 

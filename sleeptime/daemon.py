@@ -113,7 +113,7 @@ def _scheduler(app: "App", wake: threading.Event) -> BackgroundScheduler:
     scheduler.add_job(
         _queue_jobs,
         "interval",
-        args=("gc", app.queue_prunes, wake),
+        args=("gc", app.collect_garbage, wake),
         seconds=every * GC_EVERY_SWEEPS,
         id="gc",
         next_run_time=now,

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     # rehearsal: write each precomputed answer back into the memory as a Q/A exchange (on: it helped, docs/model.md)
     rehearse: bool = Field(True, description="feed the pass's precomputed answers into the memory")
     keep_checkpoints: int = Field(10, ge=1, description="checkpoint versions kept per context, plus the head")
+    # finished jobs, consolidation runs and the query log only grow; the GC deletes what is older (messages and
+    # checkpoints are not touched)
+    keep_history_days: float = Field(30.0, ge=0, description="days of job, run and query history kept (0: all)")
     lease_seconds: float = Field(300.0, ge=1, description="job lease; a worker heartbeats well within it")
     # the job queue: "embedded" (a table in the database, worker threads in the daemon: one machine) or
     # "procrastinate" (PostgreSQL only: `sleeptime worker` processes on any number of machines)

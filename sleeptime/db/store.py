@@ -897,6 +897,28 @@ class Store:
         with self._read() as s:
             return [self._job(job, name) for job, name in s.execute(query)]
 
+    def trim_history(self, keep: timedelta) -> dict[str, int]:
+        """Delete bookkeeping that only grows: finished jobs, query-log rows, and finished consolidation runs
+        (each context keeps its newest run), all older than `keep`. Messages and checkpoints are never touched
+        here. Returns the number of rows deleted per table."""
+        if not isinstance(keep, timedelta) or keep <= timedelta(0):
+            raise InvalidInput(f"keep must be a positive timedelta, got {keep!r}")
+        older_than = self._now() - keep
+        newest_runs = select(func.max(m.ConsolidationRun.id)).group_by(m.ConsolidationRun.context_id)
+        with self._write.begin() as s:
+            jobs = s.execute(
+                delete(m.Job).where(m.Job.status.in_(("done", "failed")), m.Job.updated_at < older_than)
+            )
+            queries = s.execute(delete(m.QueryLog).where(m.QueryLog.created_at < older_than))
+            runs = s.execute(
+                delete(m.ConsolidationRun).where(
+                    m.ConsolidationRun.status != "running",
+                    m.ConsolidationRun.finished_at < older_than,
+                    m.ConsolidationRun.id.not_in(newest_runs.scalar_subquery()),
+                )
+            )
+            return {"jobs": jobs.rowcount, "query_log": queries.rowcount, "consolidation_runs": runs.rowcount}
+
     # API keys
 
     def create_api_key(self, name: str) -> str:

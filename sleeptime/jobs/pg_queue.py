@@ -139,6 +139,15 @@ class PgQueue:
         with self._open() as queue:
             return queue.job_manager.list_jobs(**filters)
 
+    async def trim_jobs(self, manager: procrastinate.manager.JobManager) -> None:
+        """Delete procrastinate's finished jobs older than keep_history_days (they grow like our own history)."""
+        if days := self.settings.keep_history_days:
+            # procrastinate counts the age in whole hours
+            await manager.delete_old_jobs(
+                nb_hours=max(1, round(days * 24)), queue=QUEUE,
+                include_failed=True, include_cancelled=True, include_aborted=True,
+            )
+
     def close(self) -> None:
         with self._sync_lock:
             if self._sync_open:
@@ -211,9 +220,11 @@ class PgQueue:
             return names
 
         @queue.periodic(cron=_cron(every * GC_EVERY_SWEEPS), periodic_id="gc")
-        @queue.task(name="sleeptime.gc", queue=QUEUE, queueing_lock="sleeptime.gc")
-        def gc(timestamp: int) -> list[str]:
-            return app.queue_prunes()
+        @queue.task(name="sleeptime.gc", queue=QUEUE, queueing_lock="sleeptime.gc", pass_context=True)
+        async def gc(job_context: procrastinate.JobContext, timestamp: int) -> list[str]:
+            names = await asyncio.to_thread(app.collect_garbage)
+            await self.trim_jobs(job_context.app.job_manager)
+            return names
 
         @queue.periodic(cron=_cron(max(1.0, self.settings.stalled_after / 3)), periodic_id="recover")
         @queue.task(name="sleeptime.recover", queue=QUEUE, queueing_lock="sleeptime.recover", pass_context=True)

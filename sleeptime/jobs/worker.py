@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from sleeptime import SleeptimeError
@@ -43,6 +44,24 @@ def queue_prunes(app: "App") -> list[str]:
         if ctx.head_version is not None and len(app.store.list_checkpoints(ctx.name)) > app.settings.keep_checkpoints:
             app.enqueue(PRUNE, ctx.name)
             names.append(ctx.name)
+    return names
+
+
+def trim_history(app: "App") -> dict[str, int]:
+    """Delete finished jobs, runs and query-log rows older than keep_history_days (0 keeps everything)."""
+    days = app.settings.keep_history_days
+    if not days:
+        return {}
+    deleted = app.store.trim_history(timedelta(days=days))
+    if any(deleted.values()):
+        log.info("history trimmed", extra={"event": "history_trimmed", **deleted})
+    return deleted
+
+
+def collect_garbage(app: "App") -> list[str]:
+    """The periodic GC: queue checkpoint prunes and trim the history; returns the contexts queued for a prune."""
+    names = queue_prunes(app)
+    trim_history(app)
     return names
 
 

@@ -1,3 +1,5 @@
+from datetime import timedelta
+
 import pytest
 
 from sleeptime.db import InvalidInput, UnknownContext
@@ -86,3 +88,37 @@ def test_bad_queue_input(store, contexts):
     with pytest.raises(InvalidInput, match="lease must be a positive"):
         store.claim("w", lease_seconds=0)
     assert store.list_jobs() == []
+
+
+def test_trim_history_deletes_old_bookkeeping_and_nothing_else(store, contexts, clock):
+    store.append_messages("a", [("user", "hello", 5)])
+    old_done = store.enqueue("consolidate", "a")
+    store.claim("w", lease_seconds=30)
+    store.complete(old_done, "w")
+    old_failed = store.enqueue("consolidate", "b")
+    store.claim("w", lease_seconds=30)
+    store.fail(old_failed, "boom", "w")
+    old_run = store.start_run("a", None, 0, 1)
+    store.finish_run(old_run, "failed", error="boom")
+    only_run_of_b = store.start_run("b", None, 0, 0)
+    store.finish_run(only_run_of_b, "failed", error="boom")
+    still_running = store.start_run("b", None, 0, 0)
+    store.log_query("a", "old question?", "online", 3.0)
+    clock.advance(40 * 86400)
+    newest_run = store.start_run("a", None, 0, 1)
+    store.finish_run(newest_run, "failed", error="again")
+    queued = store.enqueue("consolidate", "a")
+    store.log_query("a", "new question?", "online", 3.0)
+
+    for bad in (timedelta(0), 30):
+        with pytest.raises(InvalidInput):
+            store.trim_history(bad)
+    keep = timedelta(days=30)
+    assert store.trim_history(keep) == {"jobs": 2, "query_log": 1, "consolidation_runs": 2}
+    assert [j.id for j in store.list_jobs()] == [queued]
+    assert store.recent_questions("a") == ["new question?"]
+    assert [r.id for r in store.list_runs("a")] == [newest_run]
+    # b's old finished run goes (it is not b's newest: the running one is), the running one stays
+    assert [r.id for r in store.list_runs("b")] == [still_running]
+    assert [m.content for m in store.messages_after("a", 0)] == ["hello"]
+    assert store.trim_history(keep) == {"jobs": 0, "query_log": 0, "consolidation_runs": 0}

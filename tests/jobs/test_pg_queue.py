@@ -318,3 +318,32 @@ def test_concurrent_triggers_from_many_threads_all_queue(pg_app):
         ids = list(pool.map(lambda name: pg_app.enqueue("consolidate", name), names * 3))
     assert len(set(ids)) == len(names)
     assert sorted(job.task_kwargs["context"] for job in queued_consolidations(pg_app)) == sorted(names)
+
+
+def test_the_gc_deletes_procrastinates_old_finished_jobs(pg_app, pg_url):
+    import asyncio
+
+    import procrastinate
+
+    from sleeptime.jobs.pg_queue import conninfo
+
+    for name in ("old", "recent", "waiting"):
+        pg_app.ingest(name, messages(1))
+    ids = {name: pg_app.enqueue("consolidate", name) for name in ("old", "recent", "waiting")}
+    engine = create_engine(pg_url)
+    with engine.begin() as conn:
+        finished = "UPDATE procrastinate_jobs SET status = 'succeeded' WHERE id IN (:a, :b)"
+        conn.execute(text(finished), {"a": ids["old"], "b": ids["recent"]})
+        # past keep_history_days (30 by default)
+        aged = "UPDATE procrastinate_events SET at = now() - interval '31 days' WHERE job_id = :a"
+        conn.execute(text(aged), {"a": ids["old"]})
+    engine.dispose()
+
+    async def trim() -> None:
+        connector = procrastinate.PsycopgConnector(conninfo=conninfo(pg_app.settings.db))
+        async with procrastinate.App(connector=connector).open_async() as app:
+            await pg_app.pg_queue.trim_jobs(app.job_manager)
+
+    asyncio.run(trim())
+    left = {job.id: job.status for job in pg_app.pg_queue.list_jobs()}
+    assert left == {ids["recent"]: "succeeded", ids["waiting"]: "todo"}

@@ -78,3 +78,30 @@ def test_a_job_taken_over_after_its_lease_expired_closes_the_dead_run(make_app, 
     assert runs[dead_run].finished_at <= published.started_at
     assert store.list_jobs()[0].id == dead.id and store.list_jobs()[0].status == "done"
     assert store.pending("c").messages == 0
+
+
+def test_the_gc_prunes_and_trims_old_history(make_app, store, clock):
+    app = make_app(keep_checkpoints=1, keep_history_days=30)
+    for seed in range(2):
+        app.ingest("c", transcript(2, seed=seed))
+        app.consolidate("c")
+    store.enqueue(CONSOLIDATE, "c")
+    assert worker_for(app).run_once()
+    store.log_query("c", "what happened?", "online", 2.0)
+    assert app.collect_garbage() == ["c"]
+    assert [(j.kind, j.status) for j in store.list_jobs()] == [(CONSOLIDATE, "done"), (PRUNE, "queued")]
+    clock.advance(31 * 86400)
+    assert app.collect_garbage() == ["c"]  # the queued prune absorbs the new one and stays, however old
+    assert [(j.kind, j.status) for j in store.list_jobs()] == [(PRUNE, "queued")]
+    assert store.recent_questions("c") == []
+    assert len(store.list_runs("c")) == 1 and store.pending("c").messages == 0
+    assert len(store.messages_after("c", 0)) == 4
+
+
+def test_a_zero_history_setting_keeps_everything(make_app, store, clock):
+    app = make_app(keep_history_days=0)
+    app.ingest("c", transcript(2))
+    store.log_query("c", "what happened?", "online", 2.0)
+    clock.advance(10 * 365 * 86400)
+    app.collect_garbage()
+    assert store.recent_questions("c") == ["what happened?"]

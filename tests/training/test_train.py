@@ -2,6 +2,7 @@
 
 import json
 import random
+from dataclasses import replace
 
 import torch
 
@@ -68,3 +69,15 @@ def test_a_stage_of_several_lengths_draws_one_per_batch():
     # each batch is one length (its rows padded to the longest), and both lengths come up
     assert any(w < 400 for w in widths) and any(w > 600 for w in widths)
     assert preset("mix").stages[0].history_tokens == (1024, 4096, 16384)
+
+
+def test_the_baseline_presets_differ_from_the_demo_model_only_where_they_say():
+    demo = preset("demo")
+    full = preset("full")
+    # full attention where lengths allow: no memory, and a window that spans every history it trains on
+    assert full.model.variant == "swa"
+    longest = max(max(s.history_tokens if isinstance(s.history_tokens, tuple) else (s.history_tokens,))
+                  for s in full.stages)
+    assert full.model.window >= 2 * longest
+    assert replace(full.model, variant="mal", window=demo.model.window) == demo.model
+    assert preset("long").model == demo.model and 65536 in preset("long").stages[0].history_tokens
