@@ -6,7 +6,8 @@ without gradients (state carried: memory, conv and attention caches) and only th
 the question and the answer, are backpropagated. A stage ends after `steps` steps, or earlier once the running
 teacher-forced exact match on answers reaches `advance_at` (stage by skill, not by time).
 
-Loss: cross-entropy on the answer bytes, plus `lm_weight` times the mean next-byte loss elsewhere.
+Loss: cross-entropy on the answer bytes, plus `lm_weight` times the mean next-byte loss elsewhere, plus
+`write_penalty` times the mean write strength of the delta-rule memories (sparse writes: see `write_strengths`).
 Checkpoints (model and optimizer, safetensors) are written every `save_every` steps; a run resumes from them.
 """
 
@@ -17,7 +18,8 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from sleeptime.models import checkpoint, tokenizer
-from sleeptime.models.memory import MemoryConfig
+from sleeptime.models.memory import MemoryConfig, NeuralMemory
 from sleeptime.models.titans import ModelConfig, TitansLM
 from sleeptime.training.data import encode_answer, make_sample
 
@@ -55,6 +57,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     clip: float = 1.0
     lm_weight: float = 0.2
+    write_penalty: float = 0.0
     prefix_segment: int = 2048  # tokens per no-grad call while streaming a long prefix
     save_every: int = 50
     seed: int = 0
@@ -108,19 +111,24 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         cfg = replace(cfg, stages=(mix,), warmup=10)
     elif name == "long":
         # "mix" with 64K histories in the mixture: it lifted 16K and 32K recall that were never trained at 32K
-        # (0.075 -> 0.675, 0 -> 0.45), so longer draws should carry recall further; continue with --init-from
+        # (0.075 -> 0.675, 0 -> 0.45), so longer draws should carry recall further; continue with --init-from.
+        # 600 steps (about an hour on one CPU thread): the learning rate anneals within the run, and 40 steps that
+        # annealed already lifted 16K passkey recall from 0.71 to 0.96 (docs/model.md)
         cfg = preset("demo")
         long = Stage(
-            "long", {"passkey": 0.6, "chat": 0.4}, (1024, 4096, 16384, 65536), batch=8, steps=2000, window=1024
+            "long", {"passkey": 0.6, "chat": 0.4}, (1024, 4096, 16384, 65536), batch=8, steps=600, window=1024
         )
         cfg = replace(cfg, stages=(long,), warmup=10, save_every=25)
+    elif name == "sparse":
+        # "long" with a penalty on the memory's write strength (see write_strengths); continue with --init-from
+        cfg = replace(preset("long"), write_penalty=0.5)
     elif name == "full":
         # the full-attention baseline, where lengths allow: memory off and an attention window of 8K tokens, twice
         # the longest history trained (the demo curriculum up to its 4K stage): full attention up to 8K
         cfg = preset("demo", variant="swa")
         cfg = replace(cfg, model=replace(cfg.model, window=8192), stages=cfg.stages[:4])
     else:
-        raise ValueError(f"unknown preset {name!r}; expected tiny, demo, mix, long or full")
+        raise ValueError(f"unknown preset {name!r}; expected tiny, demo, mix, long, sparse or full")
     if variant:
         cfg = replace(cfg, model=replace(cfg.model, variant=variant))
     return cfg
@@ -156,8 +164,40 @@ def make_batch(stage: Stage, rng: random.Random, split: str = "train") -> tuple[
     return ids, is_answer
 
 
+@contextmanager
+def write_strengths(model: TitansLM) -> Iterator[list[torch.Tensor]]:
+    """Collect the write strength b [B, H, T] of every delta-rule memory in the forwards run inside the block.
+
+    Why penalise it: every write of the delta rule erases the old state along its key, so a value survives N later
+    tokens only while the sum of b_t (k_t . k_value)^2 over them stays small. A model that writes its filler at
+    b ~ 0.05 loses a pass key within tens of thousands of tokens (docs/model.md); 2M tokens need writes that are
+    nearly all ~0, which the answer loss alone teaches slowly.
+    """
+    found: list[torch.Tensor] = []
+    handles = []
+    for module in model.modules():
+        if isinstance(module, NeuralMemory) and "beta" in module.gate_names:
+            def record(linear, args, raw, memory=module):
+                B, T, _ = raw.shape
+                gates = raw.float().view(B, T, len(memory.gate_names), memory.cfg.heads)  # the layout of _gates
+                found.append(torch.sigmoid(gates[:, :, memory.gate_names.index("beta")]).transpose(1, 2))
+
+            handles.append(module.gates.register_forward_hook(record))
+    try:
+        yield found
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def batch_loss(
-    model: TitansLM, ids: torch.Tensor, is_answer: torch.Tensor, window: int, prefix_segment: int, lm_weight: float
+    model: TitansLM,
+    ids: torch.Tensor,
+    is_answer: torch.Tensor,
+    window: int,
+    prefix_segment: int,
+    lm_weight: float,
+    write_penalty: float = 0.0,
 ) -> tuple[torch.Tensor, float]:
     """Loss over the backpropagated window and the teacher-forced exact match of the expected values."""
     B, L = ids.shape
@@ -170,10 +210,13 @@ def batch_loss(
     inputs, targets = ids[:, start:-1], ids[:, start + 1 :]
     answer = is_answer[:, start + 1 :] > 0
     value = is_answer[:, start + 1 :] == 2
-    logits, _, _ = model(inputs, state)
+    with write_strengths(model) as writes:
+        logits, _, _ = model(inputs, state)
     nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # [B, T]
     other = ~answer & (targets != tokenizer.PAD)
     loss = (nll * answer).sum() / answer.sum().clamp_min(1) + lm_weight * (nll * other).sum() / other.sum().clamp_min(1)
+    if write_penalty and writes:
+        loss = loss + write_penalty * torch.stack([b.mean() for b in writes]).mean()
     with torch.no_grad():
         right = (logits.argmax(-1) == targets) | ~value
         exact = right.all(dim=1).float().mean().item()
@@ -253,7 +296,9 @@ def train(
         for group in opt.param_groups:
             group["lr"] = _lr(cfg, progress["step"])
         with amp:
-            loss, exact = batch_loss(model, ids, is_answer, stage.window, cfg.prefix_segment, cfg.lm_weight)
+            loss, exact = batch_loss(
+                model, ids, is_answer, stage.window, cfg.prefix_segment, cfg.lm_weight, cfg.write_penalty
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)

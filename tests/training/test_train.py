@@ -8,7 +8,7 @@ import torch
 
 from sleeptime.models.engine import MemoryEngine
 from sleeptime.training.evaluate import evaluate_cell
-from sleeptime.training.train import Stage, batch_loss, make_batch, preset, train
+from sleeptime.training.train import Stage, batch_loss, make_batch, preset, train, write_strengths
 
 
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
@@ -81,3 +81,33 @@ def test_the_baseline_presets_differ_from_the_demo_model_only_where_they_say():
     assert full.model.window >= 2 * longest
     assert replace(full.model, variant="mal", window=demo.model.window) == demo.model
     assert preset("long").model == demo.model and 65536 in preset("long").stages[0].history_tokens
+
+
+def test_write_strengths_are_the_memorys_own_gates_and_the_penalty_lowers_them():
+    from sleeptime.models.titans import TitansLM
+
+    torch.manual_seed(0)
+    model = TitansLM(preset("tiny").model)
+    stage = Stage("s", {"passkey": 1.0}, history_tokens=96, batch=2, steps=1)
+    ids, is_answer = make_batch(stage, random.Random(3))
+    memory = model.blocks[0].memory
+    with write_strengths(model) as writes:
+        model(ids)
+    assert len(writes) == len(model.blocks)
+    x = model.blocks[0].norm_mix(model.embed(ids))
+    torch.testing.assert_close(writes[0], memory._gates(x)["beta"])
+
+    def mean_write_after(penalty: float) -> float:
+        trained = TitansLM(preset("tiny").model)
+        trained.load_state_dict(model.state_dict())
+        opt = torch.optim.AdamW(trained.parameters(), lr=3e-3)
+        for _ in range(10):
+            loss, _ = batch_loss(trained, ids, is_answer, 0, 64, 0.2, write_penalty=penalty)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad(), write_strengths(trained) as writes:
+            trained(ids)
+        return torch.stack([w.mean() for w in writes]).mean().item()
+
+    assert mean_write_after(1.0) < 0.8 * mean_write_after(0.0)
