@@ -1,0 +1,147 @@
+"""Why a delta-rule memory forgets a planted value: write strength, key overlap and decay after it.
+
+Under the gated delta rule S_t = a_t (I - b_t k_t k_t^T) S_{t-1} + b_t k_t v_t^T (unit keys), the association
+written at the value's last byte, along its key k*, is scaled by (1 - b_t (k_t . k*)^2) by every later write and by
+a_t = 1 - alpha_t by every later decay. The log of the product of those factors over the rest of the history is what
+this reports per layer and head: "erase" (from the writes) and "decay". Recall at N tokens needs both to stay small
+over N tokens, which is why training penalises the write strength (`write_penalty` in train.py).
+
+    python -m sleeptime.training.diagnose --model demo --tokens 32768
+
+prints one row per layer and head, averaged over held-out passkey samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sleeptime.models.engine import MemoryEngine
+from sleeptime.models.memory import NeuralMemory
+from sleeptime.models.titans import TitansLM
+from sleeptime.training.data import Sample, make_sample
+from sleeptime.training.evaluate import _history_array
+
+
+@dataclass
+class HeadRetention:
+    layer: int
+    head: int
+    write_value: float  # mean write strength b over the value's bytes
+    write_after: float  # mean b over the tokens after the value
+    overlap_after: float  # mean (k_t . k*)^2 over the tokens after the value
+    erase: float  # sum of log(1 - b_t (k_t . k*)^2) after the value
+    decay: float  # sum of log(1 - alpha_t) after the value
+
+
+def value_position(ids: np.ndarray, value: str) -> int:
+    """Index of the last token of the first occurrence of `value`'s bytes in the history ids."""
+    pattern = np.frombuffer(value.encode("utf-8"), dtype=np.uint8).astype(ids.dtype)
+    n = len(pattern)
+    if n == 0 or len(ids) < n:
+        raise ValueError("the value is not in the history")
+    windows = np.lib.stride_tricks.sliding_window_view(ids, n)
+    hits = np.flatnonzero((windows == pattern).all(axis=1))
+    if not len(hits):
+        raise ValueError("the value is not in the history")
+    return int(hits[0]) + n - 1
+
+
+@torch.no_grad()
+def retention(model: TitansLM, sample: Sample, segment: int = 2048) -> list[HeadRetention]:
+    """Feed the sample's history through the model and measure, per delta-rule memory head, what happens after
+    the value the question asks for is written."""
+    ids = _history_array(sample.history)
+    end = value_position(ids, sample.answer_value)
+    start = end - len(sample.answer_value.encode("utf-8")) + 1
+    memories = [m for m in model.modules() if isinstance(m, NeuralMemory) and "beta" in m.gate_names]
+    if not memories:
+        raise ValueError("the model has no delta-rule memory")
+    offset = 0
+    sums: dict[tuple[int, str], torch.Tensor] = {}
+    key_of_value: dict[int, torch.Tensor] = {}
+
+    def add(layer: int, name: str, value: torch.Tensor) -> None:
+        sums[layer, name] = sums.get((layer, name), 0) + value
+
+    def measure(layer: int, memory: NeuralMemory, args: tuple) -> None:
+        x, state = args
+        # the memory's own projections and gates, on the input it is about to write
+        _, k, _, _ = memory._project(x, state["conv"])
+        gates = memory._gates(x)
+        beta, alpha, k = gates["beta"][0].double(), gates["alpha"][0].double(), k[0].double()  # [H, T], [H, T, D]
+        t = torch.arange(offset, offset + x.shape[1])
+        if start <= t[-1] and t[0] <= end:
+            inside = (t >= start) & (t <= end)
+            add(layer, "write_value", beta[:, inside].sum(-1))
+        if t[0] <= end <= t[-1]:
+            key_of_value[layer] = k[:, end - offset]
+        after = t > end
+        if after.any():
+            overlap = (k[:, after] @ key_of_value[layer].unsqueeze(-1)).squeeze(-1) ** 2
+            b = beta[:, after]
+            add(layer, "write_after", b.sum(-1))
+            add(layer, "overlap_after", overlap.sum(-1))
+            add(layer, "erase", torch.log1p(-(b * overlap).clamp(max=1 - 1e-12)).sum(-1))
+            add(layer, "decay", torch.log1p(-alpha[:, after]).sum(-1))
+
+    hooks = [
+        memory.register_forward_pre_hook(lambda module, args, layer=layer: measure(layer, module, args))
+        for layer, memory in enumerate(memories)
+    ]
+    try:
+        state = model.initial_state(1)
+        history = torch.as_tensor(ids, dtype=torch.long).unsqueeze(0)
+        for offset in range(0, len(ids), segment):
+            _, _, state = model(history[:, offset : offset + segment], state)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    n_value, n_after = end - start + 1, max(1, len(ids) - end - 1)
+    rows = []
+    for layer, memory in enumerate(memories):
+        for head in range(memory.cfg.heads):
+            get = lambda name: float(sums.get((layer, name), torch.zeros(memory.cfg.heads))[head])  # noqa: E731
+            rows.append(
+                HeadRetention(
+                    layer, head, get("write_value") / n_value, get("write_after") / n_after,
+                    get("overlap_after") / n_after, get("erase"), get("decay"),
+                )
+            )
+    return rows
+
+
+def average(runs: list[list[HeadRetention]]) -> list[HeadRetention]:
+    fields = ("write_value", "write_after", "overlap_after", "erase", "decay")
+    return [
+        HeadRetention(rows[0].layer, rows[0].head, *(sum(getattr(r, f) for r in rows) / len(rows) for f in fields))
+        for rows in zip(*runs, strict=True)
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="demo", help="shipped model name or model file")
+    parser.add_argument("--tokens", type=int, default=32768, help="history length")
+    parser.add_argument("--depth", type=float, default=0.1, help="where the value sits (0 start, 1 end)")
+    parser.add_argument("--samples", type=int, default=4, help="held-out passkey samples averaged")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    model = MemoryEngine.load(args.model, device="cpu").model
+    runs = [
+        retention(model, make_sample("passkey", seed, split="heldout", target_tokens=args.tokens, depth=args.depth))
+        for seed in range(args.samples)
+    ]
+    print("layer head  b(value)  b(after)  overlap  log-retention: erase  decay")
+    for r in average(runs):
+        print(
+            f"{r.layer:5d} {r.head:4d}  {r.write_value:8.3f}  {r.write_after:8.4f}  {r.overlap_after:7.3f}"
+            f"  {r.erase:20.2f}  {r.decay:6.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

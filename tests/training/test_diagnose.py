@@ -1,0 +1,41 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sleeptime.models.layers import inverse_sigmoid
+from sleeptime.models.titans import TitansLM
+from sleeptime.training.data import make_sample
+from sleeptime.training.diagnose import retention, value_position
+from sleeptime.training.evaluate import _history_array
+from sleeptime.training.train import preset
+
+
+def test_value_position_is_the_last_byte_of_the_first_occurrence():
+    ids = np.array([1, 52, 55, 9, 52, 55], dtype=np.int32)
+    assert value_position(ids, "47") == 2
+    with pytest.raises(ValueError, match="not in the history"):
+        value_position(ids, "99")
+
+
+def test_retention_reads_the_gates_the_model_writes_with():
+    torch.manual_seed(0)
+    model = TitansLM(preset("tiny").model).eval()
+    with torch.no_grad():
+        for block in model.blocks:
+            gates, heads = block.memory.gates, block.memory.cfg.heads
+            gates.weight.zero_()  # constant gates: b = 0.5 and alpha = 0.01 on every token
+            gates.bias.copy_(torch.tensor([inverse_sigmoid(0.5)] * heads + [inverse_sigmoid(0.01)] * heads))
+    sample = make_sample("passkey", 3, split="heldout", target_tokens=600)
+    ids = _history_array(sample.history)
+    after = len(ids) - value_position(ids, sample.answer_value) - 1
+    rows = retention(model, sample, segment=128)
+    assert [(r.layer, r.head) for r in rows] == [(layer, head) for layer in range(2) for head in range(2)]
+    for r in rows:
+        assert r.write_value == pytest.approx(0.5) and r.write_after == pytest.approx(0.5)
+        assert r.decay == pytest.approx(after * math.log(0.99))
+        # unit keys: each later write takes off between nothing and half of the value's direction
+        assert 0 < r.overlap_after <= 1
+        assert after * math.log(0.5) <= r.erase < 0
+        assert r.erase == pytest.approx(after * math.log(1 - 0.5 * r.overlap_after), rel=0.5)
