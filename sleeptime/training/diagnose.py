@@ -103,12 +103,14 @@ def retention(model: TitansLM, sample: Sample, segment: int = 2048) -> list[Head
     n_value, n_after = end - start + 1, max(1, len(ids) - end - 1)
     rows = []
     for layer, memory in enumerate(memories):
+        zero = torch.zeros(memory.cfg.heads, dtype=torch.float64)
+        total = {name: sums.get((layer, name), zero).tolist() for name in ("write_value", "write_after",
+                                                                            "overlap_after", "erase", "decay")}
         for head in range(memory.cfg.heads):
-            get = lambda name: float(sums.get((layer, name), torch.zeros(memory.cfg.heads))[head])  # noqa: E731
             rows.append(
                 HeadRetention(
-                    layer, head, get("write_value") / n_value, get("write_after") / n_after,
-                    get("overlap_after") / n_after, get("erase"), get("decay"),
+                    layer, head, total["write_value"][head] / n_value, total["write_after"][head] / n_after,
+                    total["overlap_after"][head] / n_after, total["erase"][head], total["decay"][head],
                 )
             )
     return rows
