@@ -116,7 +116,7 @@ class App:
             self._pg_queue.close()
         self.store.close()
 
-    def __enter__(self) -> "App":
+    def __enter__(self) -> "App":  # noqa: PYI034 Self needs Python 3.11
         return self
 
     def __exit__(self, *exc: object) -> None:

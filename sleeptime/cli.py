@@ -77,7 +77,7 @@ def print_json(obj) -> None:
     print(json.dumps(_plain(obj) if is_dataclass(obj) else obj, default=_plain))
 
 
-def open_app(ctx: typer.Context, *, schema: bool = True) -> "App":
+def open_app(ctx: typer.Context, *, schema: bool = True) -> App:
     """The App for this invocation, closed when the command ends; `schema` requires an initialised database."""
     from sleeptime.app import App
     from sleeptime.settings import load_settings

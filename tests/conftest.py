@@ -174,7 +174,7 @@ class Cli:
 
         data = input.encode() if isinstance(input, str) else input
         done = subprocess.run(
-            [self.exe, *args], input=data, capture_output=True, env=self.env | (env or {}), timeout=timeout
+            [self.exe, *args], input=data, capture_output=True, env=self.env | (env or {}), timeout=timeout, check=False
         )
         done.stdout, done.stderr = done.stdout.decode(), done.stderr.decode()
         return done

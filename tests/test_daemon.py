@@ -15,7 +15,7 @@ import pytest
 from sleeptime.daemon import JsonFormatter, run_daemon
 from sleeptime.db import Store
 
-WORDS = "alpha beta gamma delta cat blue the river runs north seven apples".split()
+WORDS = ["alpha", "beta", "gamma", "delta", "cat", "blue", "the", "river", "runs", "north", "seven", "apples"]
 
 
 def messages(n: int, words: int = 30, seed: int = 0) -> list[dict[str, str]]:

@@ -22,7 +22,7 @@ def normalize_url(url: str | URL) -> URL:
     """Parse a SQLAlchemy URL; a bare `postgresql://` gets the psycopg 3 driver, the one installed."""
     try:
         parsed = make_url(url)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 re-raised as InvalidInput
         raise InvalidInput(f"invalid database URL {str(url)!r}: {exc}") from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")

@@ -149,7 +149,7 @@ class Store:
         if self._owns_engine:
             self._engine.dispose()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> "Store":  # noqa: PYI034 Self needs Python 3.11
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -263,7 +263,8 @@ class Store:
             first = self._last_seq(s, ctx.id) + 1
             seqs = list(range(first, first + len(messages)))
             rows = [
-                dict(context_id=ctx.id, seq=seq, role=role, content=content, n_tokens=n_tokens, created_at=now)
+                {"context_id": ctx.id, "seq": seq, "role": role, "content": content, "n_tokens": n_tokens,
+                 "created_at": now}
                 for seq, (role, content, n_tokens) in zip(seqs, messages)
             ]
             s.execute(insert(m.Message), rows)
@@ -435,14 +436,14 @@ class Store:
                 s.execute(
                     insert(m.PrecomputedAnswer),
                     [
-                        dict(
-                            context_id=ctx.id,
-                            version=version,
-                            normalized_question=normalized,
-                            question=question,
-                            answer=answer,
-                            created_at=now,
-                        )
+                        {
+                            "context_id": ctx.id,
+                            "version": version,
+                            "normalized_question": normalized,
+                            "question": question,
+                            "answer": answer,
+                            "created_at": now,
+                        }
                         for normalized, (question, answer) in unique_answers.items()
                     ],
                 )

@@ -68,7 +68,7 @@ def _load() -> bool:
             is_python_module=False, verbose=False,
         )
         torch.ops.sleeptime_cpu.titans_chunks  # noqa: B018  (raises if the library did not register)
-    except Exception as exc:  # no compiler, other torch headers or symbols: the reference still works
+    except Exception as exc:  # noqa: BLE001 no compiler, other torch headers or symbols: the reference still works
         text = str(exc)
         text = text if len(text) <= 2000 else text[:500] + " [...] " + text[-1500:]  # a build log can be long
         _warn_once(f"the C++ CPU kernel for titans_update is unavailable, the reference runs: {text}")

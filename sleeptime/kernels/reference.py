@@ -363,7 +363,7 @@ def flatten_call(
     chunk_size: int, norm_weight: Tensor | None,
 ) -> FlatCall:
     """Check a titans_update call's arguments and lay them out as every implementation consumes them."""
-    B, H, T, D = k.shape
+    B, H, T, _D = k.shape
     if q.shape != k.shape or v.shape != k.shape:
         raise ValueError(f"q, k, v must share one shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     if chunk_size < 1:
@@ -374,7 +374,7 @@ def flatten_call(
     if rule.residual_norm and norm_weight is None:
         raise ValueError("a residual-norm memory needs norm_weight [H, D]")
     N, r = B * H, state.pending_len
-    flat = lambda x: x.reshape(N, x.shape[2], *x.shape[3:])  # noqa: E731
+    flat = lambda x: x.reshape(N, x.shape[2], *x.shape[3:])
     ks, vs = flat(k), flat(v)
     gs = {n: flat(gates[n]).to(state.weights[0].dtype) for n in rule.gate_names}
     if r:
@@ -570,13 +570,13 @@ def delta_update_sequential(
 __all__ = [
     "MemoryRule",
     "TitansState",
-    "titans_init_state",
-    "titans_update",
-    "titans_retrieve",
-    "titans_flush",
-    "titans_update_sequential",
     "delta_update",
     "delta_update_sequential",
     "memory_forward",
     "retention_map",
+    "titans_flush",
+    "titans_init_state",
+    "titans_retrieve",
+    "titans_update",
+    "titans_update_sequential",
 ]

@@ -137,7 +137,7 @@ def _chunk_gates(
     nb = tl.cdiv(chunk, BT)
     carry_b = tl.sum(tl.zeros([BT], dtype=tl.float32), 0)
     carry_m = tl.sum(tl.zeros([BT], dtype=tl.float32), 0)
-    for r in range(0, nb):
+    for r in range(nb):
         rows = r * BT + offs
         valid = rows < chunk
         alpha = tl.load(alpha_ptr + rows, mask=valid, other=0.0).to(tl.float32)
@@ -150,12 +150,12 @@ def _chunk_gates(
         carry_b = tl.sum(tl.where(offs == BT - 1, lb, 0.0), 0)
         carry_m = tl.sum(tl.where(offs == BT - 1, lm, 0.0), 0)
     tl.debug_barrier()
-    for r in range(0, nb):
+    for r in range(nb):
         rows = r * BT + offs
         valid = rows < chunk
         lb_r = tl.load(lb_ptr + rows, mask=valid, other=0.0)
         f = tl.zeros([BT], dtype=tl.float32)
-        for u in range(0, r + 1):
+        for u in range(r + 1):
             cols = u * BT + offs
             lb_u = tl.load(lb_ptr + cols, mask=cols < chunk, other=0.0)
             lm_u = tl.load(lm_ptr + cols, mask=cols < chunk, other=0.0)
@@ -163,7 +163,7 @@ def _chunk_gates(
             decay = tl.exp(tl.where(keep, lb_r[:, None] - lb_u[None, :], float("-inf")))
             f += tl.sum(decay * tl.exp(lm_u)[None, :], 1)
         tl.store(f_ptr + rows, f, mask=valid)
-        for s in range(0, r + 1):
+        for s in range(r + 1):
             cols = s * BT + offs
             lm_s = tl.load(lm_ptr + cols, mask=cols < chunk, other=0.0)
             theta_s = tl.load(theta_ptr + cols, mask=cols < chunk, other=0.0).to(tl.float32)
@@ -223,12 +223,12 @@ def titans_mlp_fwd_kernel(
         g = tl.zeros([D], dtype=tl.float32)
     nb = tl.cdiv(chunk, BT)
 
-    for c in range(0, n_chunks):
+    for c in range(n_chunks):
         t0 = start + c * chunk
         _chunk_gates(theta_ptr + t0, alpha_ptr + t0, eta_ptr + t0, lb_ptr, lm_ptr, f_ptr, c_ptr, chunk, CS, BT)
 
         # 1. key forward at the chunk-start weights and the output error rows
-        for r in range(0, nb):
+        for r in range(nb):
             rows = r * BT + offs_t
             valid = rows < chunk
             k = _load_rows(k_ptr + t0 * D, rows, offs_d, D, valid)
@@ -242,7 +242,7 @@ def titans_mlp_fwd_kernel(
         tl.debug_barrier()
 
         # 2. error rows of the hidden layer, and G = C o (Q K^T) for the retrieval's intra-chunk term
-        for r in range(0, nb):
+        for r in range(nb):
             rows = r * BT + offs_t
             valid = rows < chunk
             e2 = _load_rows(e2_ptr, rows, offs_d, D, valid)
@@ -252,7 +252,7 @@ def titans_mlp_fwd_kernel(
                 e1 = _dot(e2, tl.trans(w2), PRECISION) * _act_grad(z1, ACT)
                 _store_rows(e1_ptr + j, e1, rows, offs_h, HD, valid)
             q = _load_rows(q_ptr + t0 * D, rows, offs_d, D, valid)
-            for s in range(0, r + 1):
+            for s in range(r + 1):
                 cols = s * BT + offs_t
                 k_s = _load_rows(k_ptr + t0 * D, cols, offs_d, D, cols < chunk)
                 c_rs = _load_block(c_ptr, rows, cols, CS, chunk)
@@ -260,7 +260,7 @@ def titans_mlp_fwd_kernel(
         tl.debug_barrier()
 
         # 3. retrieval at each token's own weights: Z = beta X A + f X S - (C o X X_key^T) E, layer by layer
-        for r in range(0, nb):
+        for r in range(nb):
             rows = r * BT + offs_t
             valid = rows < chunk
             q = _load_rows(q_ptr + t0 * D, rows, offs_d, D, valid)
@@ -271,7 +271,7 @@ def titans_mlp_fwd_kernel(
                 a1 = _load_rows(w1_ptr + j, offs_d, offs_h, 2 * HD, offs_d < D)
                 s1 = _load_rows(w1_ptr + HD + j, offs_d, offs_h, 2 * HD, offs_d < D)
                 zq1 = beta * _dot(q, a1, PRECISION) + f * _dot(q, s1, PRECISION)
-                for s in range(0, r + 1):
+                for s in range(r + 1):
                     cols = s * BT + offs_t
                     g_rs = _load_block(g_ptr, rows, cols, CS, chunk)
                     zq1 -= _dot(g_rs, _load_rows(e1_ptr + j, cols, offs_h, HD, cols < chunk), PRECISION)
@@ -282,7 +282,7 @@ def titans_mlp_fwd_kernel(
                 zq2 += beta * _dot(xq, a2, PRECISION) + f * _dot(xq, s2, PRECISION)
             # this row block's hidden rows are read back below, by other threads
             tl.debug_barrier()
-            for s in range(0, r + 1):
+            for s in range(r + 1):
                 cols = s * BT + offs_t
                 p = tl.zeros([BT, BT], dtype=tl.float32)
                 for j in range(0, HD, BH):
@@ -309,7 +309,7 @@ def titans_mlp_fwd_kernel(
                 new_s1 = tl.exp(lm_end) * s1
                 new_a2 = beta_end * a2 + f_end * s2
                 new_s2 = tl.exp(lm_end) * s2
-                for s in range(0, nb):
+                for s in range(nb):
                     cols = s * BT + offs_t
                     ok = cols < chunk
                     c_end = tl.load(c_ptr + last * CS + cols, mask=ok, other=0.0)[:, None]
@@ -366,21 +366,21 @@ def titans_linear_fwd_kernel(
     all_d = offs_d < D
     nb = tl.cdiv(chunk, BT)
 
-    for c in range(0, n_chunks):
+    for c in range(n_chunks):
         t0 = start + c * chunk
         _chunk_gates(theta_ptr + t0, alpha_ptr + t0, eta_ptr + t0, lb_ptr, lm_ptr, f_ptr, c_ptr, chunk, CS, BT)
 
         # 1. key forward, error rows and G = C o (Q K^T)
         a = _load_rows(w_ptr, offs_d, offs_d, 2 * D, all_d)
         sm = _load_rows(w_ptr + D, offs_d, offs_d, 2 * D, all_d)
-        for r in range(0, nb):
+        for r in range(nb):
             rows = r * BT + offs_t
             valid = rows < chunk
             k = _load_rows(k_ptr + t0 * D, rows, offs_d, D, valid)
             v = _load_rows(v_ptr + t0 * D, rows, offs_d, D, valid)
             _store_rows(e_ptr, _output_error(_dot(k, a, PRECISION), k, v, g, D, NORM), rows, offs_d, D, valid)
             q = _load_rows(q_ptr + t0 * D, rows, offs_d, D, valid)
-            for s in range(0, r + 1):
+            for s in range(r + 1):
                 cols = s * BT + offs_t
                 k_s = _load_rows(k_ptr + t0 * D, cols, offs_d, D, cols < chunk)
                 c_rs = _load_block(c_ptr, rows, cols, CS, chunk)
@@ -388,14 +388,14 @@ def titans_linear_fwd_kernel(
         tl.debug_barrier()
 
         # 2. retrieval at each token's own weights
-        for r in range(0, nb):
+        for r in range(nb):
             rows = r * BT + offs_t
             valid = rows < chunk
             q = _load_rows(q_ptr + t0 * D, rows, offs_d, D, valid)
             beta = tl.exp(tl.load(lb_ptr + rows, mask=valid, other=0.0))[:, None]
             f = tl.load(f_ptr + rows, mask=valid, other=0.0)[:, None]
             zq = beta * _dot(q, a, PRECISION) + f * _dot(q, sm, PRECISION)
-            for s in range(0, r + 1):
+            for s in range(r + 1):
                 cols = s * BT + offs_t
                 g_rs = _load_block(g_ptr, rows, cols, CS, chunk)
                 zq -= _dot(g_rs, _load_rows(e_ptr, cols, offs_d, D, cols < chunk), PRECISION)
@@ -407,7 +407,7 @@ def titans_linear_fwd_kernel(
             lm_end = tl.load(lm_ptr + last)
             new_a = tl.exp(tl.load(lb_ptr + last)) * a + tl.load(f_ptr + last) * sm
             new_s = tl.exp(lm_end) * sm
-            for s in range(0, nb):
+            for s in range(nb):
                 cols = s * BT + offs_t
                 ok = cols < chunk
                 c_end = tl.load(c_ptr + last * CS + cols, mask=ok, other=0.0)[:, None]
@@ -447,14 +447,14 @@ def titans_fwd(
     bt, bh = _block_sizes(chunk_size, hidden, block_t, block_h)
     # scratch rows sized by the full chunk, so a short tail chunk reuses the compiled kernel
     cs = chunk_size
-    scratch = lambda *shape: torch.empty(N, *shape, device=k.device, dtype=torch.float32)  # noqa: E731
+    scratch = lambda *shape: torch.empty(N, *shape, device=k.device, dtype=torch.float32)
     lb, lm, f, c, g = scratch(cs), scratch(cs), scratch(cs), scratch(cs, cs), scratch(cs, cs)
     nw = norm_weight if norm_weight is not None else k  # unread when NORM is off
     # num_stages=1: stages hand data on through global memory behind barriers, which prefetching loads must not
     # cross; the kernel is latency bound anyway (kernels.md §5.4)
-    common = dict(T=T, start=start, chunk=chunk, n_chunks=n_chunks, H=H, D=D, CS=cs, BT=bt,
-                  NORM=rule.residual_norm, COMMIT=commit, PRECISION=precision,
-                  num_warps=8 if bt * max(bh, D) >= 4096 else 4, num_stages=1)
+    common = {"T": T, "start": start, "chunk": chunk, "n_chunks": n_chunks, "H": H, "D": D, "CS": cs, "BT": bt,
+              "NORM": rule.residual_norm, "COMMIT": commit, "PRECISION": precision,
+              "num_warps": 8 if bt * max(bh, D) >= 4096 else 4, "num_stages": 1}
     gate_ptrs = (gates["theta"], gates["alpha"], gates["eta"])
     if depth == 1:
         titans_linear_fwd_kernel[(N,)](q, k, v, *gate_ptrs, nw, states[0], y, lb, lm, f, c, g, scratch(cs, D), **common)

@@ -74,7 +74,7 @@ class MemoryEngine:
         self.segment_tokens = segment_tokens
 
     @classmethod
-    def load(cls, name_or_path: str = "demo", device: str = "auto") -> "MemoryEngine":
+    def load(cls, name_or_path: str = "demo", device: str = "auto") -> MemoryEngine:
         path = resolve_model_path(name_or_path)
         device = pick_device(device)
         model = checkpoint.load_model(path, device)

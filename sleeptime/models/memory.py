@@ -21,7 +21,6 @@ from sleeptime.kernels import ops
 from sleeptime.kernels.reference import MemoryRule, TitansState
 from sleeptime.models.layers import CausalConv, RMSNorm, inverse_sigmoid
 
-
 # the longest run of tokens projected at once; longer inputs are streamed through in pieces of this size
 MAX_PIECE = 4096
 
@@ -52,7 +51,7 @@ class MemoryConfig:
             raise ValueError(f"unknown memory kind {self.kind!r}; expected 'titans' or 'delta'")
         if self.chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
-        self.rule  # validates the Miras options
+        self.rule  # noqa: B018 the property validates the Miras options
 
     @property
     def rule(self) -> MemoryRule:

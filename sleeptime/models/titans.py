@@ -90,7 +90,7 @@ class MemoryAsContext(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: "ModelConfig"):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.variant = cfg.variant
         dim = cfg.dim
@@ -168,7 +168,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         d = dict(d)
         d["memory"] = MemoryConfig(**d.get("memory", {}))
         return cls(**d)

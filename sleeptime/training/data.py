@@ -22,7 +22,7 @@ import random
 import string
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Protocol
 
 from sleeptime.models.tokenizer import END, encode_message, encode_prompt, encode_text
@@ -161,7 +161,7 @@ _TEMPLATE_SOURCES: dict[str, tuple[str, ...]] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def pools(split: str) -> Pools:
     _check_split(split)
     attributes = all_attributes()
@@ -261,7 +261,7 @@ def _fresh_value(kind: str, rng: random.Random, split: str, taken: list[str]) ->
     raise RuntimeError(f"no fresh value of kind {kind!r} in {_MAX_TRIES} draws")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _slots(template: str) -> tuple[str, ...]:
     return tuple(name for _, name, _, _ in string.Formatter().parse(template) if name)
 
@@ -785,8 +785,8 @@ def iter_history_ids(history: Iterable[Mapping[str, str]], segment_tokens: int) 
 
 
 __all__ = [
-    "SPLITS", "TASKS", "HELDOUT_FRACTION", "Attribute", "Pools", "Turn", "Event", "History", "ChatDistractors",
-    "FillerDistractors", "PlantedFact", "Query", "Sample", "EncodedQuery", "EncodedSample", "value_split",
-    "all_attributes", "all_syllables", "pools", "draw_value", "make_chat_sample", "make_passkey_sample",
-    "make_recall_sample", "make_sample", "iter_samples", "encode_answer", "encode_sample", "iter_history_ids",
+    "HELDOUT_FRACTION", "SPLITS", "TASKS", "Attribute", "ChatDistractors", "EncodedQuery", "EncodedSample", "Event",
+    "FillerDistractors", "History", "PlantedFact", "Pools", "Query", "Sample", "Turn", "all_attributes",
+    "all_syllables", "draw_value", "encode_answer", "encode_sample", "iter_history_ids", "iter_samples",
+    "make_chat_sample", "make_passkey_sample", "make_recall_sample", "make_sample", "pools", "value_split",
 ]

@@ -9,7 +9,7 @@ def guarded(target, url: str, barrier, results, arg) -> None:
     """Report a child's crash as a result, so that the parent fails at once with the reason."""
     try:
         target(url, barrier, results, arg)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 report any child crash
         results.put(("crashed", repr(exc)))
 
 

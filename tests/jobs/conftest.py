@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-WORDS = "alpha beta gamma delta cat blue the river runs north seven apples".split()
+WORDS = ["alpha", "beta", "gamma", "delta", "cat", "blue", "the", "river", "runs", "north", "seven", "apples"]
 
 
 def transcript(n: int, seed: int = 0, words: int = 30) -> list[dict[str, str]]:

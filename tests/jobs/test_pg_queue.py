@@ -6,6 +6,7 @@ of the one before, cursors rising); the published runs tile the messages (each s
 checkpoint, all of them by the end); no two runs overlap in time.
 """
 
+import itertools
 import json
 import random
 import signal
@@ -22,7 +23,7 @@ from sleeptime.settings import SettingsError, load_settings
 
 pytestmark = pytest.mark.postgres
 
-WORDS = "alpha beta gamma delta cat blue the river runs north seven apples".split()
+WORDS = ["alpha", "beta", "gamma", "delta", "cat", "blue", "the", "river", "runs", "north", "seven", "apples"]
 # fast periods so a test sees sweeps, heartbeats and stalled-job recovery within seconds
 WORKER_ENV = {
     "SLEEPTIME_QUEUE": "procrastinate",
@@ -157,7 +158,7 @@ def check_invariants(app: App, names: list[str]) -> dict[str, int]:
         assert [r.from_seq for r in published] == [0, *(r.to_seq for r in published[:-1])], name
         assert [c.cursor_seq for c in chain] == [r.to_seq for r in published] and chain[-1].cursor_seq == ctx.last_seq
         spans = sorted((r.started_at, r.finished_at) for r in runs)
-        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        for (_, end), (start, _) in itertools.pairwise(spans):
             assert end <= start, f"{name}: two runs overlap in time"
         counts[name] = len(chain)
     return counts

@@ -12,6 +12,7 @@ the well-conditioned cases, and the ill-conditioned ones check that the kernel i
 reference is.
 """
 
+import itertools
 import shutil
 
 import pytest
@@ -59,7 +60,7 @@ def _rel_rmse(a, b):
 
 
 def reference_fp64(state, q, k, v, gates, rule, chunk, nw):
-    d = lambda t: t.double()  # noqa: E731
+    d = lambda t: t.double()
     s64 = reference.TitansState(
         [d(w) for w in state.weights], [d(m) for m in state.momentum], {n: d(t) for n, t in state.pending.items()}
     )
@@ -69,7 +70,7 @@ def reference_fp64(state, q, k, v, gates, rule, chunk, nw):
 
 def assert_close(y, state, y_ref, state_ref, tol=TOL):
     assert y.shape == y_ref.shape
-    rel_rmse = lambda a, b: _rel_rmse(a.double(), b.double())  # noqa: E731
+    rel_rmse = lambda a, b: _rel_rmse(a.double(), b.double())
     assert rel_rmse(y, y_ref) <= tol, f"output rel RMSE {rel_rmse(y, y_ref):.2e}"
     assert len(state.weights) == len(state_ref.weights) and len(state.momentum) == len(state_ref.momentum)
     for name, a, b in [("weights", x, y) for x, y in zip(state.weights, state_ref.weights)] + [
@@ -118,7 +119,7 @@ def test_matches_reference(name, T, chunk):
 @pytest.mark.parametrize("name, T, chunk", ILL_CONDITIONED)
 def test_ill_conditioned_no_worse_than_fp32_reference(name, T, chunk):
     (y, out), (y64, ref64), (y32, ref32) = run_all(name, T, chunk)
-    err = lambda a, b: _rel_rmse(a.double(), b.double())  # noqa: E731
+    err = lambda a, b: _rel_rmse(a.double(), b.double())
     for kernel, ref32_t, exact in zip([y, *out.weights, *out.momentum], [y32, *ref32.weights, *ref32.momentum],
                                       [y64, *ref64.weights, *ref64.momentum]):
         assert err(kernel, exact) <= max(TOL, 2.0 * err(ref32_t, exact))
@@ -149,7 +150,7 @@ def test_carried_state_over_uneven_pieces(name, chunk):
     cuts = [0, 5, 42, 43, 100, 150]
     s_ref, s_cpu, ys_ref, ys_cpu = state, state, [], []
     with torch.no_grad():
-        for a, b in zip(cuts, cuts[1:]):
+        for a, b in itertools.pairwise(cuts):
             piece = [x[:, :, a:b] for x in (q, k, v)]
             g = {n: t[:, :, a:b] for n, t in gates.items()}
             y, s_ref = reference_fp64(s_ref, *piece, g, rule, chunk, nw)

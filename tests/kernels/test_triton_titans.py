@@ -13,8 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sleeptime.kernels import ops, reference
-from sleeptime.kernels import triton_titans
+from sleeptime.kernels import ops, reference, triton_titans
 from sleeptime.kernels.reference import MemoryRule, TitansState
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -59,7 +58,7 @@ def reference_fp64(state: TitansState, q, k, v, gates, rule, chunk_size, norm_we
     fp32 reference included (the residual LayerNorm amplifies rounding): comparing with the fp32 reference at 1e-5
     would test the noise floor, so the kernel is held to the exact result instead.
     """
-    wide = lambda x: x.double()  # noqa: E731
+    wide = lambda x: x.double()
     state = TitansState(
         [wide(w) for w in state.weights],
         [wide(s) for s in state.momentum],
@@ -176,7 +175,7 @@ def test_benchmark_smoke(tmp_path):
     env = dict(os.environ, TRITON_INTERPRET=os.environ.get("TRITON_INTERPRET", "0"))
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "gpu_kernels.py"), "--smoke", "--out", str(out)],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env, capture_output=True, text=True, timeout=300, check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "| chunk |" in out.read_text()

@@ -6,7 +6,7 @@ import dataclasses
 import re
 import time
 import tracemalloc
-from functools import lru_cache
+from functools import cache
 
 import pytest
 
@@ -171,7 +171,7 @@ def test_phrasings_come_from_their_split(split):
                 assert said and said <= set(own.acks) | set(own.update_acks)
 
 
-@lru_cache(maxsize=None)
+@cache
 def sentences_regex(split, role):
     # a distractor message is one or more rendered templates joined by spaces; slots match any text
     templates = getattr(pools(split), f"{role}_chat") + getattr(pools(split), f"{role}_short")
