@@ -167,10 +167,6 @@ class App:
     def query(self, context: str, question: str) -> QueryResult:
         return self.queries.query(context, question)
 
-    def precomputed_answer(self, context: str, question: str) -> QueryResult | None:
-        """`query`'s answer when it is a precomputed one (a single read, no model), else None."""
-        return self.queries.precomputed(context, question)
-
     # inspection and history
 
     def status(self, context: str | None = None) -> list[ContextStatus]:

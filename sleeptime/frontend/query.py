@@ -43,6 +43,16 @@ ANSWER_TOKENS = 64
 
 
 @dataclass(frozen=True)
+class Lookup:
+    """What a query read first: its context and, when the question was anticipated, the head's answer."""
+
+    question: str
+    ctx: ContextInfo
+    found: Precomputed | None
+    started: float  # perf_counter() when the query began: latency counts from here
+
+
+@dataclass(frozen=True)
 class QueryResult:
     answer: str
     source: str  # "precomputed" or "online"
@@ -253,24 +263,28 @@ class QueryEngine:
 
     def query(self, context: str, question: str) -> QueryResult:
         """Answer `question` about `context`; raises UnknownContext, InvalidInput."""
-        result = self._answer(context, question, online=True)
-        assert result is not None
-        return result
+        return self.answer(self.lookup(context, question))
 
-    def precomputed(self, context: str, question: str) -> QueryResult | None:
-        """The precomputed answer when one fits (logged like any answer), else None: one read and no model."""
-        return self._answer(context, question, online=False)
-
-    def _answer(self, context: str, question: str, online: bool) -> QueryResult | None:
+    def lookup(self, context: str, question: str) -> Lookup:
+        """A query's one read: the context and its head's precomputed answer to the question, if any."""
         _check_question(question)
         started = time.perf_counter()
-        # the context and its head's precomputed answer in one read
         ctx, found = self.store.context_and_answer(context, normalize_question(question))
-        hit = self._precomputed(ctx, found)
-        if hit is None and not online:
-            return None
-        answer, source, version = hit or self._online(ctx, question)
-        latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        return Lookup(question, ctx, found, started)
+
+    def answer_precomputed(self, lookup: Lookup) -> QueryResult | None:
+        """The precomputed answer when one fits (logged like any answer), else None: no further read, no model."""
+        hit = self._precomputed(lookup.ctx, lookup.found)
+        return None if hit is None else self._done(lookup, *hit)
+
+    def answer(self, lookup: Lookup) -> QueryResult:
+        """The precomputed answer when one fits, else one generated online from the looked-up head."""
+        hit = self._precomputed(lookup.ctx, lookup.found)
+        return self._done(lookup, *(hit or self._online(lookup.ctx, lookup.question)))
+
+    def _done(self, lookup: Lookup, answer: str, source: str, version: int | None) -> QueryResult:
+        context, question = lookup.ctx.name, lookup.question
+        latency_ms = round((time.perf_counter() - lookup.started) * 1000, 3)
         row = (context, question, source, latency_ms, version)
         writer = self.log_writer
         if writer is not None:

@@ -58,6 +58,25 @@ def test_anticipated_questions_are_precomputed_and_others_online(app, store, que
     assert logged == ["Where do I live?", "what is my NAME"]
 
 
+def test_a_query_reads_the_database_once_and_a_miss_answers_from_that_read(app, store, queries, spy, monkeypatch):
+    app.ingest("c", messages(3))
+    app.anticipate("c", ["What is my name?"])
+    app.consolidate("c")
+    reads = []
+    read = store.context_and_answer
+    monkeypatch.setattr(store, "context_and_answer", lambda *args: reads.append(args) or read(*args))
+    hit = queries.answer_precomputed(queries.lookup("c", "What is my name?"))
+    assert hit.source == "precomputed" and len(reads) == 1
+    # the front end's path on a miss: the precomputed check, then the online answer from the same lookup
+    lookup = queries.lookup("c", "Where do I live?")
+    assert queries.answer_precomputed(lookup) is None
+    app.ingest("c", messages(1, offset=3))
+    app.consolidate("c")  # the head moves on after the read: the answer is the looked-up head's
+    miss = queries.answer(lookup)
+    assert (miss.source, miss.checkpoint) == ("online", 1) and len(reads) == 2
+    assert store.recent_questions("c") == ["Where do I live?", "What is my name?"]
+
+
 def test_a_message_after_the_head_makes_precomputed_answers_stale(app, queries, spy):
     app.ingest("c", messages(2))
     app.anticipate("c", ["What is my name?"])

@@ -14,8 +14,10 @@ router = APIRouter(prefix="/v1/contexts/{context}", tags=["query"], dependencies
 # (torch) runs in the threadpool, so it never blocks the event loop
 @router.post("/query", response_model=QueryResponse, summary="Answer a question from the context's memory")
 async def query(context: ContextId, body: QueryRequest, app: AppDep, metrics: MetricsDep):
-    result = app.precomputed_answer(context, body.question)
+    lookup = app.queries.lookup(context, body.question)
+    result = app.queries.answer_precomputed(lookup)
     if result is None:
-        result = await run_in_threadpool(app.query, context, body.question)
+        # the online answer starts from the same read: the head it generates from is the one just looked up
+        result = await run_in_threadpool(app.queries.answer, lookup)
     metrics.observe_query(result)
     return result
