@@ -184,6 +184,12 @@ def train_cmd(
     max_minutes: Annotated[float | None, typer.Option(help="Stop (resumably) after this long.")] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads (CPU).")] = None,
     init_from: Annotated[str | None, typer.Option(help="Start a new run from this model file's weights.")] = None,
+    write_penalty: Annotated[
+        float | None, typer.Option(min=0, help="Override the recipe's penalty on the memory's write strength.")
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(min=1, help="Override the steps of a one-stage recipe (its schedule anneals over them).")
+    ] = None,
 ):
     """Train a memory model through its inner updates (curriculum of streamed histories); resumable."""
     from pathlib import Path
@@ -193,11 +199,11 @@ def train_cmd(
     from sleeptime.models.engine import pick_device
     from sleeptime.runtime import tune_process
     from sleeptime.training.train import preset as make_preset
-    from sleeptime.training.train import train
+    from sleeptime.training.train import train, with_overrides
 
     tune_process(threads)
     try:
-        cfg = make_preset(preset, variant)
+        cfg = with_overrides(make_preset(preset, variant), write_penalty=write_penalty, steps=steps)
         dev = pick_device(device)
     except ValueError as exc:
         raise SleeptimeError(str(exc)) from None

@@ -134,6 +134,17 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
     return cfg
 
 
+def with_overrides(cfg: TrainConfig, write_penalty: float | None = None, steps: int | None = None) -> TrainConfig:
+    """A recipe with its write penalty and, for a one-stage recipe, its number of steps replaced (None: kept)."""
+    if write_penalty is not None:
+        cfg = replace(cfg, write_penalty=write_penalty)
+    if steps is not None:
+        if len(cfg.stages) != 1:
+            raise ValueError(f"steps can only be set for a one-stage recipe; this one has {len(cfg.stages)} stages")
+        cfg = replace(cfg, stages=(replace(cfg.stages[0], steps=steps),))
+    return cfg
+
+
 def make_batch(stage: Stage, rng: random.Random, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids [B, L] and answer mask [B, L]: 1 where the token is an answer byte, 2 where it is a byte of the
     expected value inside the answer (what exact match scores); rows are left-padded."""

@@ -4,11 +4,12 @@ import json
 import random
 from dataclasses import replace
 
+import pytest
 import torch
 
 from sleeptime.models.engine import MemoryEngine
 from sleeptime.training.evaluate import evaluate_cell
-from sleeptime.training.train import Stage, batch_loss, make_batch, preset, train, write_strengths
+from sleeptime.training.train import Stage, batch_loss, make_batch, preset, train, with_overrides, write_strengths
 
 
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
@@ -111,3 +112,12 @@ def test_write_strengths_are_the_memorys_own_gates_and_the_penalty_lowers_them()
         return torch.stack([w.mean() for w in writes]).mean().item()
 
     assert mean_write_after(1.0) < 0.8 * mean_write_after(0.0)
+
+
+def test_overrides_replace_the_penalty_and_the_steps_of_a_one_stage_recipe():
+    cfg = with_overrides(preset("sparse"), write_penalty=2.0, steps=250)
+    assert (cfg.write_penalty, cfg.total_steps) == (2.0, 250)
+    assert cfg.stages[0].history_tokens == preset("sparse").stages[0].history_tokens
+    assert with_overrides(preset("demo")) == preset("demo")
+    with pytest.raises(ValueError, match="one-stage"):
+        with_overrides(preset("demo"), steps=10)
