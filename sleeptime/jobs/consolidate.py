@@ -25,7 +25,7 @@ from typing import Any
 from sleeptime import SleeptimeError
 from sleeptime.db import CheckpointInfo, HeadConflict, Store
 from sleeptime.jobs.anticipate import answer_questions, extract_questions, gather_questions
-from sleeptime.models.tokenizer import encode_message, encode_messages
+from sleeptime.models.tokenizer import encode_message
 
 log = logging.getLogger(__name__)
 
@@ -129,18 +129,6 @@ class _Pass:
             state, _ = self.engine.consume(state, tokens)
         return state, len(tokens)
 
-    def rehearsal(self, state: Any, answers: list[tuple[str, str, str]]) -> tuple[Any, int]:
-        """Feed each precomputed answer with its question as one user/assistant exchange, in their order; returns
-        (state, tokens rehearsed). An empty answer teaches nothing and is skipped."""
-        exchanges = []
-        for question, _, answer in answers:
-            if answer.strip():
-                exchanges += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
-        tokens = encode_messages(exchanges)
-        if tokens:
-            state, _ = self.engine.consume(state, tokens)
-        return state, len(tokens)
-
     def consume(self, state: Any, cursor: int, to_seq: int) -> tuple[Any, Any, int]:
         """Stream messages (cursor, to_seq] through the model; returns (state, stats, messages consumed)."""
         buffer: list[int] = []
@@ -228,7 +216,7 @@ class _Pass:
         answers = answer_questions(self.engine, state, questions, ANSWER_TOKENS, check=self.check)
         rehearsed = 0
         if self.rehearse:
-            state, rehearsed = self.rehearsal(state, answers)
+            state, rehearsed = self.engine.rehearse(state, [(question, answer) for question, _, answer in answers])
         payload = self.engine.encode_state(state)
         meta = self.meta(stats, messages, cursor, to_seq, len(answers), replayed, rehearsed)
         self.check()

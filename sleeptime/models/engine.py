@@ -122,6 +122,18 @@ class MemoryEngine:
                 progress(piece.shape[1])
         return state, stats
 
+    def rehearse(self, state: dict, exchanges: Sequence[tuple[str, str]]) -> tuple[dict, int]:
+        """Rehearsal: feed each (question, answer) as one user/assistant exchange, in order; an empty answer is
+        skipped (it would only teach the memory an empty reply). Returns (state, tokens fed)."""
+        messages = []
+        for question, answer in exchanges:
+            if answer.strip():
+                messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        tokens = tokenizer.encode_messages(messages)
+        if tokens:
+            state, _ = self.consume(state, tokens)
+        return state, len(tokens)
+
     def answer(
         self,
         state: dict,

@@ -98,7 +98,8 @@ class NeuralMemory(nn.Module):
             mem = self.init_state.unsqueeze(0).expand(batch, -1, -1, -1).clone()
         return {"memory": mem, "conv": None}
 
-    def _gates(self, x: Tensor) -> dict[str, Tensor]:
+    def gate_values(self, x: Tensor) -> dict[str, Tensor]:
+        """Per-token, per-head gates [B, H, T] by name (delta rule: beta, the write strength, and alpha)."""
         B, T, _ = x.shape
         H = self.cfg.heads
         raw = self.gates(x).float().view(B, T, len(self.gate_names), H).permute(2, 0, 3, 1)  # [G, B, H, T]
@@ -108,7 +109,8 @@ class NeuralMemory(nn.Module):
             out[name] = {"theta": self.cfg.theta_max * s, "eta": self.cfg.eta_max * s, "delta": 2.0 * s}.get(name, s)
         return out
 
-    def _project(self, x: Tensor, conv_cache: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def project(self, x: Tensor, conv_cache: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """q and k (unit), v [B, H, T, D], and the new conv cache."""
         B, T, _ = x.shape
         H, D = self.cfg.heads, self.cfg.head_dim
         qkv, conv_cache = self.conv(self.qkv(x), conv_cache)
@@ -131,8 +133,8 @@ class NeuralMemory(nn.Module):
 
     def _forward(self, x: Tensor, state: dict) -> tuple[Tensor, dict]:
         B, T, _ = x.shape
-        q, k, v, conv_cache = self._project(x, state["conv"])
-        gates = self._gates(x)
+        q, k, v, conv_cache = self.project(x, state["conv"])
+        gates = self.gate_values(x)
         dtype = torch.float32 if x.dtype != torch.float64 else torch.float64
         q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
         if self.cfg.kind == "titans":

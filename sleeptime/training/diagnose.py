@@ -23,7 +23,7 @@ from sleeptime.models.engine import MemoryEngine
 from sleeptime.models.memory import NeuralMemory
 from sleeptime.models.titans import TitansLM
 from sleeptime.training.data import Sample, make_sample
-from sleeptime.training.evaluate import _history_array
+from sleeptime.training.evaluate import history_ids
 
 
 @dataclass
@@ -54,7 +54,7 @@ def value_position(ids: np.ndarray, value: str) -> int:
 def retention(model: TitansLM, sample: Sample, segment: int = 2048) -> list[HeadRetention]:
     """Feed the sample's history through the model and measure, per delta-rule memory head, what happens after
     the value the question asks for is written."""
-    ids = _history_array(sample.history)
+    ids = history_ids(sample.history)
     end = value_position(ids, sample.answer_value)
     start = end - len(sample.answer_value.encode("utf-8")) + 1
     memories = [m for m in model.modules() if isinstance(m, NeuralMemory) and "beta" in m.gate_names]
@@ -70,8 +70,8 @@ def retention(model: TitansLM, sample: Sample, segment: int = 2048) -> list[Head
     def measure(layer: int, memory: NeuralMemory, args: tuple) -> None:
         x, state = args
         # the memory's own projections and gates, on the input it is about to write
-        _, k, _, _ = memory._project(x, state["conv"])
-        gates = memory._gates(x)
+        _, k, _, _ = memory.project(x, state["conv"])
+        gates = memory.gate_values(x)
         beta, alpha, k = gates["beta"][0].double(), gates["alpha"][0].double(), k[0].double()  # [H, T], [H, T, D]
         t = torch.arange(offset, offset + x.shape[1])
         if start <= t[-1] and t[0] <= end:

@@ -46,7 +46,8 @@ class Cell:
         }
 
 
-def _history_array(history) -> np.ndarray:
+def history_ids(history: History) -> np.ndarray:
+    """A generated history's token ids, streamed from the generator in pieces and joined."""
     parts = [np.asarray(seg, dtype=np.int32) for seg in iter_history_ids(history, 65536)]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
 
@@ -71,7 +72,7 @@ def evaluate_cell(
     for first in range(0, n, batch):
         rows = range(first, min(n, first + batch))
         samples = [make_sample(task, seed + i, split="heldout", target_tokens=tokens) for i in rows]
-        histories = [_history_array(s.history) for s in samples]
+        histories = [history_ids(s.history) for s in samples]
         length = max(len(h) for h in histories)
         ids = np.full((len(samples), length), tokenizer.PAD, dtype=np.int64)
         for r, h in enumerate(histories):
@@ -147,14 +148,10 @@ def evaluate_rehearsal(
     for i in range(n):
         sample = make_sample(task, seed + i, split="heldout", target_tokens=tokens)
         state = engine.model.initial_state(1)
-        state, _ = engine.consume(state, torch.from_numpy(_history_array(sample.history)[None, :]))
+        state, _ = engine.consume(state, torch.from_numpy(history_ids(sample.history)[None, :]))
         precomputed = engine.answer(state, sample.question, max_new_tokens=max_answer_tokens)
-        later = torch.from_numpy(_history_array(later_history(sample, after))[None, :])
-        rehearsed_state = state
-        # the daemon skips an empty answer: it would only teach the memory an empty reply
-        if precomputed.strip():
-            exchange = [{"role": "user", "content": sample.question}, {"role": "assistant", "content": precomputed}]
-            rehearsed_state, _ = engine.consume(state, tokenizer.encode_messages(exchange))
+        later = torch.from_numpy(history_ids(later_history(sample, after))[None, :])
+        rehearsed_state, _ = engine.rehearse(state, [(sample.question, precomputed)])
         # consume returns a new state and leaves its input as it was, so both branches start from `state`
         plain_state, _ = engine.consume(state, later)
         rehearsed_state, _ = engine.consume(rehearsed_state, later)

@@ -19,7 +19,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -185,15 +185,16 @@ def write_strengths(model: TitansLM) -> Iterator[list[torch.Tensor]]:
     nearly all ~0, which the answer loss alone teaches slowly.
     """
     found: list[torch.Tensor] = []
-    handles = []
-    for module in model.modules():
-        if isinstance(module, NeuralMemory) and "beta" in module.gate_names:
-            def record(linear, args, raw, memory=module):
-                B, T, _ = raw.shape
-                gates = raw.float().view(B, T, len(memory.gate_names), memory.cfg.heads)  # the layout of _gates
-                found.append(torch.sigmoid(gates[:, :, memory.gate_names.index("beta")]).transpose(1, 2))
 
-            handles.append(module.gates.register_forward_hook(record))
+    def record(memory: NeuralMemory, args: tuple) -> None:
+        # the memory's own gates on the input it is about to write (one small extra projection)
+        found.append(memory.gate_values(args[0])["beta"])
+
+    handles = [
+        module.register_forward_pre_hook(record)
+        for module in model.modules()
+        if isinstance(module, NeuralMemory) and "beta" in module.gate_names
+    ]
     try:
         yield found
     finally:
@@ -221,7 +222,7 @@ def batch_loss(
     inputs, targets = ids[:, start:-1], ids[:, start + 1 :]
     answer = is_answer[:, start + 1 :] > 0
     value = is_answer[:, start + 1 :] == 2
-    with write_strengths(model) as writes:
+    with write_strengths(model) if write_penalty else nullcontext([]) as writes:
         logits, _, _ = model(inputs, state)
     nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # [B, T]
     other = ~answer & (targets != tokenizer.PAD)

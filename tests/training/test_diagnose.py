@@ -8,7 +8,7 @@ from sleeptime.models.layers import inverse_sigmoid
 from sleeptime.models.titans import TitansLM
 from sleeptime.training.data import make_sample
 from sleeptime.training.diagnose import retention, value_position
-from sleeptime.training.evaluate import _history_array
+from sleeptime.training.evaluate import history_ids
 from sleeptime.training.train import preset
 
 
@@ -28,7 +28,7 @@ def test_retention_reads_the_gates_the_model_writes_with():
             gates.weight.zero_()  # constant gates: b = 0.5 and alpha = 0.01 on every token
             gates.bias.copy_(torch.tensor([inverse_sigmoid(0.5)] * heads + [inverse_sigmoid(0.01)] * heads))
     sample = make_sample("passkey", 3, split="heldout", target_tokens=600)
-    ids = _history_array(sample.history)
+    ids = history_ids(sample.history)
     after = len(ids) - value_position(ids, sample.answer_value) - 1
     rows = retention(model, sample, segment=128)
     assert [(r.layer, r.head) for r in rows] == [(layer, head) for layer in range(2) for head in range(2)]

@@ -96,7 +96,7 @@ def test_write_strengths_are_the_memorys_own_gates_and_the_penalty_lowers_them()
         model(ids)
     assert len(writes) == len(model.blocks)
     x = model.blocks[0].norm_mix(model.embed(ids))
-    torch.testing.assert_close(writes[0], memory._gates(x)["beta"])
+    torch.testing.assert_close(writes[0], memory.gate_values(x)["beta"])
 
     def mean_write_after(penalty: float) -> float:
         trained = TitansLM(preset("tiny").model)
