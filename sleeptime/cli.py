@@ -190,6 +190,9 @@ def train_cmd(
     steps: Annotated[
         int | None, typer.Option(min=1, help="Override the steps of a one-stage recipe (its schedule anneals over them).")
     ] = None,
+    write_floor: Annotated[
+        float | None, typer.Option(min=0, max=0.99, help="Delta-rule writes weaker than this are dropped to 0.")
+    ] = None,
 ):
     """Train a memory model through its inner updates (curriculum of streamed histories); resumable."""
     from pathlib import Path
@@ -203,7 +206,9 @@ def train_cmd(
 
     tune_process(threads)
     try:
-        cfg = with_overrides(make_preset(preset, variant), write_penalty=write_penalty, steps=steps)
+        cfg = with_overrides(
+            make_preset(preset, variant), write_penalty=write_penalty, steps=steps, write_floor=write_floor
+        )
         dev = pick_device(device)
     except ValueError as exc:
         raise SleeptimeError(str(exc)) from None

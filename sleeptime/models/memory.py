@@ -45,10 +45,17 @@ class MemoryConfig:
     eta_max: float = 0.9
     alpha_init: float = 1e-3  # forget rate at start: a long memory, learned from there
     write_init: float = 0.27  # delta rule: write rate b at start, sigmoid(-1)
+    # delta rule: write rates below this are dropped to exactly 0. Every write erases a little of what shares its
+    # key, so over millions of tokens the faint writes of filler, not decay, are what lose a fact (docs/model.md)
+    write_floor: float = 0.0
 
     def __post_init__(self):
         if self.kind not in ("titans", "delta"):
             raise ValueError(f"unknown memory kind {self.kind!r}; expected 'titans' or 'delta'")
+        if not 0.0 <= self.write_floor < 1.0:
+            raise ValueError("write_floor must be in [0, 1)")
+        if self.write_floor and self.kind != "delta":
+            raise ValueError("write_floor applies to the delta-rule memory only")
         if self.chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
         self.rule  # noqa: B018 the property validates the Miras options
@@ -107,6 +114,11 @@ class NeuralMemory(nn.Module):
         for name, r in zip(self.gate_names, raw):
             s = torch.sigmoid(r)
             out[name] = {"theta": self.cfg.theta_max * s, "eta": self.cfg.eta_max * s, "delta": 2.0 * s}.get(name, s)
+        if self.cfg.write_floor and "beta" in out:
+            # forward: the faint writes are exactly 0; backward: straight through, so a write the loss needs can
+            # learn to rise above the floor
+            beta = out["beta"]
+            out["beta"] = beta - (beta * (beta < self.cfg.write_floor)).detach()
         return out
 
     def project(self, x: Tensor, conv_cache: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -122,3 +122,41 @@ def test_bad_config_raises():
         ModelConfig(variant="nope")
     with pytest.raises(ValueError, match="memory kind"):
         MemoryConfig(kind="nope")
+    with pytest.raises(ValueError, match="write_floor"):
+        MemoryConfig(kind="delta", write_floor=1.0)
+    with pytest.raises(ValueError, match="delta-rule"):
+        MemoryConfig(kind="titans", write_floor=0.1)
+
+
+def test_write_floor_drops_faint_writes_and_passes_gradients_straight_through():
+    torch.manual_seed(0)
+    free = NeuralMemory(MemoryConfig(dim=32, heads=2, head_dim=16, kind="delta"))
+    floored = NeuralMemory(MemoryConfig(dim=32, heads=2, head_dim=16, kind="delta", write_floor=0.27))
+    floored.load_state_dict(free.state_dict())
+    x = torch.randn(2, 40, 32, requires_grad=True)
+    beta = free.gate_values(x)["beta"]
+    kept = floored.gate_values(x)["beta"]
+    faint = beta < 0.27
+    assert 0 < faint.float().mean() < 1  # the initial write rate sits at 0.27: some writes on each side
+    assert (kept[faint] == 0).all() and torch.equal(kept[~faint], beta[~faint])
+    (grad_free,) = torch.autograd.grad(beta.sum(), x)
+    (grad_floored,) = torch.autograd.grad(kept.sum(), x)
+    torch.testing.assert_close(grad_floored, grad_free)
+
+
+def test_writes_below_the_floor_leave_only_the_decay():
+    """A history whose every write is below the floor changes the delta-rule state only by its decay."""
+    torch.manual_seed(0)
+    cfg = tiny("lmm", "delta", write_floor=0.99)
+    model = TitansLM(cfg)
+    ids = torch.randint(0, 256, (1, 50))
+    memory = model.blocks[0].memory
+    x = model.blocks[0].norm_mix(model.embed(ids))
+    assert (memory.gate_values(x)["beta"] == 0).all()
+    alpha = memory.gate_values(x)["alpha"][0]  # [H, T]
+    start = model.initial_state(1)
+    with torch.no_grad():
+        _, _, state = model(ids, start)
+    before, after = start["layers"][0]["mem"]["memory"], state["layers"][0]["mem"]["memory"]
+    kept = torch.exp(torch.log1p(-alpha).sum(-1))  # [H]
+    torch.testing.assert_close(after[0], before[0] * kept[:, None, None].detach(), rtol=1e-5, atol=1e-6)

@@ -121,3 +121,12 @@ def test_overrides_replace_the_penalty_and_the_steps_of_a_one_stage_recipe():
     assert with_overrides(preset("demo")) == preset("demo")
     with pytest.raises(ValueError, match="one-stage"):
         with_overrides(preset("demo"), steps=10)
+
+
+def test_overrides_set_the_models_write_floor():
+    cfg = with_overrides(preset("sparse"), write_floor=0.05)
+    assert cfg.model.memory.write_floor == 0.05
+    assert cfg.model.memory.kind == preset("sparse").model.memory.kind == "delta"
+    with pytest.raises(ValueError, match="delta-rule"):
+        with_overrides(replace(preset("sparse"), model=replace(preset("sparse").model, memory=replace(
+            preset("sparse").model.memory, kind="titans"))), write_floor=0.05)
