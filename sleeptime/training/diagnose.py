@@ -25,6 +25,8 @@ from sleeptime.models.titans import TitansLM
 from sleeptime.training.data import Sample, make_sample
 from sleeptime.training.evaluate import history_ids
 
+FIELDS = ("write_value", "write_after", "written_after", "overlap_after", "erase", "decay")
+
 
 @dataclass
 class HeadRetention:
@@ -32,6 +34,7 @@ class HeadRetention:
     head: int
     write_value: float  # mean write strength b over the value's bytes
     write_after: float  # mean b over the tokens after the value
+    written_after: float  # share of the tokens after the value written at all (b > 0; below a write floor b is 0)
     overlap_after: float  # mean (k_t . k*)^2 over the tokens after the value
     erase: float  # sum of log(1 - b_t (k_t . k*)^2) after the value
     decay: float  # sum of log(1 - alpha_t) after the value
@@ -84,6 +87,7 @@ def retention(model: TitansLM, sample: Sample, segment: int = 2048) -> list[Head
             overlap = (k[:, after] @ key_of_value[layer].unsqueeze(-1)).squeeze(-1) ** 2
             b = beta[:, after]
             add(layer, "write_after", b.sum(-1))
+            add(layer, "written_after", (b > 0).double().sum(-1))
             add(layer, "overlap_after", overlap.sum(-1))
             add(layer, "erase", torch.log1p(-(b * overlap).clamp(max=1 - 1e-12)).sum(-1))
             add(layer, "decay", torch.log1p(-alpha[:, after]).sum(-1))
@@ -104,22 +108,21 @@ def retention(model: TitansLM, sample: Sample, segment: int = 2048) -> list[Head
     rows = []
     for layer, memory in enumerate(memories):
         zero = torch.zeros(memory.cfg.heads, dtype=torch.float64)
-        total = {name: sums.get((layer, name), zero).tolist() for name in ("write_value", "write_after",
-                                                                            "overlap_after", "erase", "decay")}
+        total = {name: sums.get((layer, name), zero).tolist() for name in FIELDS}
         for head in range(memory.cfg.heads):
             rows.append(
                 HeadRetention(
                     layer, head, total["write_value"][head] / n_value, total["write_after"][head] / n_after,
-                    total["overlap_after"][head] / n_after, total["erase"][head], total["decay"][head],
+                    total["written_after"][head] / n_after, total["overlap_after"][head] / n_after,
+                    total["erase"][head], total["decay"][head],
                 )
             )
     return rows
 
 
 def average(runs: list[list[HeadRetention]]) -> list[HeadRetention]:
-    fields = ("write_value", "write_after", "overlap_after", "erase", "decay")
     return [
-        HeadRetention(rows[0].layer, rows[0].head, *(sum(getattr(r, f) for r in rows) / len(rows) for f in fields))
+        HeadRetention(rows[0].layer, rows[0].head, *(sum(getattr(r, f) for r in rows) / len(rows) for f in FIELDS))
         for rows in zip(*runs, strict=True)
     ]
 
@@ -137,10 +140,11 @@ def main(argv: list[str] | None = None) -> None:
         retention(model, make_sample("passkey", seed, split="heldout", target_tokens=args.tokens, depth=args.depth))
         for seed in range(args.samples)
     ]
-    print("layer head  b(value)  b(after)  overlap  log-retention: erase  decay")
+    print("layer head  b(value)  b(after)  written  overlap  log-retention: erase  decay")
     for r in average(runs):
         print(
-            f"{r.layer:5d} {r.head:4d}  {r.write_value:8.3f}  {r.write_after:8.4f}  {r.overlap_after:7.3f}"
+            f"{r.layer:5d} {r.head:4d}  {r.write_value:8.3f}  {r.write_after:8.4f}  {r.written_after:7.4f}"
+            f"  {r.overlap_after:7.3f}"
             f"  {r.erase:20.2f}  {r.decay:6.2f}"
         )
 

@@ -34,8 +34,19 @@ def test_retention_reads_the_gates_the_model_writes_with():
     assert [(r.layer, r.head) for r in rows] == [(layer, head) for layer in range(2) for head in range(2)]
     for r in rows:
         assert r.write_value == pytest.approx(0.5) and r.write_after == pytest.approx(0.5)
+        assert r.written_after == 1.0
         assert r.decay == pytest.approx(after * math.log(0.99))
         # unit keys: each later write takes off between nothing and half of the value's direction
         assert 0 < r.overlap_after <= 1
         assert after * math.log(0.5) <= r.erase < 0
         assert r.erase == pytest.approx(after * math.log(1 - 0.5 * r.overlap_after), rel=0.5)
+
+
+def test_a_write_floor_above_every_write_leaves_nothing_written_after_the_value():
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    cfg = preset("tiny").model
+    model = TitansLM(replace(cfg, memory=replace(cfg.memory, kind="delta", write_floor=0.99))).eval()
+    rows = retention(model, make_sample("passkey", 3, split="heldout", target_tokens=600), segment=128)
+    assert all(r.written_after == 0 and r.write_after == 0 and r.erase == 0 for r in rows)
