@@ -115,10 +115,10 @@ class NeuralMemory(nn.Module):
             s = torch.sigmoid(r)
             out[name] = {"theta": self.cfg.theta_max * s, "eta": self.cfg.eta_max * s, "delta": 2.0 * s}.get(name, s)
         if self.cfg.write_floor and "beta" in out:
-            # forward: the faint writes are exactly 0; backward: straight through, so a write the loss needs can
-            # learn to rise above the floor
+            # no gradient below the floor: a straight-through one let the language-model loss lift a third of the
+            # filler's writes above it (docs/model.md)
             beta = out["beta"]
-            out["beta"] = beta - (beta * (beta < self.cfg.write_floor)).detach()
+            out["beta"] = beta * (beta >= self.cfg.write_floor)
         return out
 
     def project(self, x: Tensor, conv_cache: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -128,7 +128,7 @@ def test_bad_config_raises():
         MemoryConfig(kind="titans", write_floor=0.1)
 
 
-def test_write_floor_drops_faint_writes_and_passes_gradients_straight_through():
+def test_write_floor_drops_faint_writes_and_their_gradients():
     torch.manual_seed(0)
     free = NeuralMemory(MemoryConfig(dim=32, heads=2, head_dim=16, kind="delta"))
     floored = NeuralMemory(MemoryConfig(dim=32, heads=2, head_dim=16, kind="delta", write_floor=0.27))
@@ -139,9 +139,9 @@ def test_write_floor_drops_faint_writes_and_passes_gradients_straight_through():
     faint = beta < 0.27
     assert 0 < faint.float().mean() < 1  # the initial write rate sits at 0.27: some writes on each side
     assert (kept[faint] == 0).all() and torch.equal(kept[~faint], beta[~faint])
-    (grad_free,) = torch.autograd.grad(beta.sum(), x)
+    (grad_kept,) = torch.autograd.grad((beta * ~faint).sum(), x)
     (grad_floored,) = torch.autograd.grad(kept.sum(), x)
-    torch.testing.assert_close(grad_floored, grad_free)
+    torch.testing.assert_close(grad_floored, grad_kept)
 
 
 def test_writes_below_the_floor_leave_only_the_decay():
