@@ -248,6 +248,9 @@ def eval_cmd(
     rehearse_after: Annotated[
         int, typer.Option(min=0, help="Measure rehearsal instead: ask again after this many later tokens.")
     ] = 0,
+    first: Annotated[
+        int, typer.Option(min=0, help="Index of the first held-out sample (split a cell across processes).")
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per cell.")] = False,
 ):
     """Recall accuracy against history length, through consolidation and answering, on held-out data."""
@@ -285,7 +288,7 @@ def eval_cmd(
             print_json(cell.to_dict())
         table.add_row(cell.task, str(cell.tokens), str(cell.n), f"{cell.accuracy:.2f}", f"{cell.seconds:.0f}")
 
-    cells = evaluate(engine, task_list, length_list, n, batch, on_cell, replay=replay)
+    cells = evaluate(engine, task_list, length_list, n, batch, on_cell, replay=replay, first=first)
     if plot:
         plot_cells({engine.model_id: [c.to_dict() for c in cells]}, plot)
     if not as_json:

@@ -34,6 +34,7 @@ class Cell:
     hits: int
     seconds: float
     examples: list[tuple[str, str]]  # (expected, answered), a few for the report
+    first: int = 0  # index of the first held-out sample: cells with disjoint ranges can be pooled
 
     @property
     def accuracy(self) -> float:
@@ -42,8 +43,12 @@ class Cell:
     def to_dict(self) -> dict:
         return {
             "task": self.task, "tokens": self.tokens, "n": self.n, "hits": self.hits,
-            "accuracy": round(self.accuracy, 3), "seconds": round(self.seconds, 1), "examples": self.examples[:3],
+            "accuracy": round(self.accuracy, 3), "seconds": round(self.seconds, 1), "first": self.first,
+            "examples": self.examples[:3],
         }
+
+
+HELDOUT_SEED = 10_000  # evaluation draws held-out sample i with this seed + i
 
 
 def history_ids(history: History) -> np.ndarray:
@@ -60,7 +65,7 @@ def replay_ids(history: np.ndarray, stats: ConsumeStats, top: int) -> np.ndarray
 
 
 def evaluate_cell(
-    engine: MemoryEngine, task: str, tokens: int, n: int, seed: int = 10_000, batch: int = 8,
+    engine: MemoryEngine, task: str, tokens: int, n: int, first: int = 0, batch: int = 8,
     max_answer_tokens: int = 48, progress: Callable[[int], None] | None = None, replay: int = 0,
 ) -> Cell:
     """replay > 0: after each history, its `replay` most surprising 256-token spans are fed again (one history at
@@ -69,9 +74,9 @@ def evaluate_cell(
     hits, examples = 0, []
     if replay:
         batch = 1
-    for first in range(0, n, batch):
-        rows = range(first, min(n, first + batch))
-        samples = [make_sample(task, seed + i, split="heldout", target_tokens=tokens) for i in rows]
+    for row in range(0, n, batch):
+        rows = range(row, min(n, row + batch))
+        samples = [make_sample(task, HELDOUT_SEED + first + i, split="heldout", target_tokens=tokens) for i in rows]
         histories = [history_ids(s.history) for s in samples]
         length = max(len(h) for h in histories)
         ids = np.full((len(samples), length), tokenizer.PAD, dtype=np.int64)
@@ -87,17 +92,17 @@ def evaluate_cell(
             hit = sample.answer_value in answer
             hits += hit
             examples.append((sample.answer_value, answer))
-    return Cell(task, tokens, n, hits, time.monotonic() - start, examples)
+    return Cell(task, tokens, n, hits, time.monotonic() - start, examples, first)
 
 
 def evaluate(
     engine: MemoryEngine, tasks: Sequence[str] = ("passkey", "chat"), lengths: Sequence[int] = DEFAULT_LENGTHS,
-    n: int = 20, batch: int = 8, on_cell: Callable[[Cell], None] | None = None, replay: int = 0,
+    n: int = 20, batch: int = 8, on_cell: Callable[[Cell], None] | None = None, replay: int = 0, first: int = 0,
 ) -> list[Cell]:
     cells = []
     for task in tasks:
         for tokens in lengths:
-            cell = evaluate_cell(engine, task, tokens, n, batch=batch, replay=replay)
+            cell = evaluate_cell(engine, task, tokens, n, first, batch=batch, replay=replay)
             cells.append(cell)
             if on_cell:
                 on_cell(cell)
@@ -135,7 +140,7 @@ def later_history(sample, tokens: int) -> History:
 
 
 def evaluate_rehearsal(
-    engine: MemoryEngine, task: str, tokens: int, after: int, n: int, seed: int = 10_000,
+    engine: MemoryEngine, task: str, tokens: int, after: int, n: int, seed: int = HELDOUT_SEED,
     max_answer_tokens: int = 64,
 ) -> RehearsalCell:
     """For each held-out sample: consolidate its history, answer its question (the precomputed answer), then

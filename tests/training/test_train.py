@@ -61,6 +61,9 @@ def test_training_resumes_and_evaluation_runs_end_to_end(tmp_path):
     cell = evaluate_cell(engine, "passkey", tokens=300, n=3, batch=2, max_answer_tokens=8)
     assert cell.n == 3 and 0 <= cell.hits <= 3
     assert len(cell.examples) == 3 and all(isinstance(answer, str) for _, answer in cell.examples)
+    # a cell split across processes: samples 1.. of the whole are samples 0.. of the part that starts at 1
+    part = evaluate_cell(engine, "passkey", tokens=300, n=2, first=1, batch=2, max_answer_tokens=8)
+    assert part.examples == cell.examples[1:] and part.to_dict()["first"] == 1
 
 
 def test_a_stage_of_several_lengths_draws_one_per_batch():
