@@ -148,7 +148,7 @@ def test_sleep_replay_feeds_the_most_surprising_spans_once_more(make_app, store,
 def test_rehearsal_writes_the_precomputed_answers_back_into_the_memory(make_app, store, tiny_engine):
     from sleeptime.models.tokenizer import encode_message, encode_messages
 
-    plain, rehearsing = make_app(rehearse=False), make_app()
+    plain, rehearsing = make_app(), make_app(rehearse=True)  # off by default
     questions = ["Where is the river?", "What is the colour of the cat?", "Who runs north?"]
     for name in ("plain", "rehearse"):
         plain.ingest(name, transcript(12, seed=4))
@@ -178,7 +178,7 @@ def test_rehearsal_skips_empty_answers(make_app, monkeypatch):
 
     fixed = [("What is my name?", "what is my name", "Ada"), ("Where do I live?", "where do i live", " ")]
     monkeypatch.setattr(job, "answer_questions", lambda *args, **kwargs: fixed)
-    app = make_app()
+    app = make_app(rehearse=True)
     app.ingest("c", transcript(4))
     meta = app.consolidate("c").checkpoint.meta
     exchange = [{"role": "user", "content": "What is my name?"}, {"role": "assistant", "content": "Ada"}]
