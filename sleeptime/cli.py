@@ -271,7 +271,7 @@ def eval_cmd(
             table.add_column(col)
         for task in task_list:
             for tokens in length_list:
-                cell = evaluate_rehearsal(engine, task, tokens, rehearse_after, n).to_dict()
+                cell = evaluate_rehearsal(engine, task, tokens, rehearse_after, n, first).to_dict()
                 if as_json:
                     print_json(cell)
                 rates = [f"{cell[k]:.3f}" for k in ("precomputed", "plain", "rehearsed")]

@@ -140,7 +140,7 @@ def later_history(sample, tokens: int) -> History:
 
 
 def evaluate_rehearsal(
-    engine: MemoryEngine, task: str, tokens: int, after: int, n: int, seed: int = HELDOUT_SEED,
+    engine: MemoryEngine, task: str, tokens: int, after: int, n: int, first: int = 0,
     max_answer_tokens: int = 64,
 ) -> RehearsalCell:
     """For each held-out sample: consolidate its history, answer its question (the precomputed answer), then
@@ -151,7 +151,7 @@ def evaluate_rehearsal(
     hits = {"precomputed": 0, "plain": 0, "rehearsed": 0}
     examples = []
     for i in range(n):
-        sample = make_sample(task, seed + i, split="heldout", target_tokens=tokens)
+        sample = make_sample(task, HELDOUT_SEED + first + i, split="heldout", target_tokens=tokens)
         state = engine.model.initial_state(1)
         state, _ = engine.consume(state, torch.from_numpy(history_ids(sample.history)[None, :]))
         precomputed = engine.answer(state, sample.question, max_new_tokens=max_answer_tokens)
