@@ -193,6 +193,9 @@ def train_cmd(
     write_floor: Annotated[
         float | None, typer.Option(min=0, max=0.99, help="Delta-rule writes weaker than this are dropped to 0.")
     ] = None,
+    decay_floor: Annotated[
+        float | None, typer.Option(min=0, max=0.99, help="Delta-rule forget rates below this are dropped to 0.")
+    ] = None,
 ):
     """Train a memory model through its inner updates (curriculum of streamed histories); resumable."""
     from pathlib import Path
@@ -207,7 +210,8 @@ def train_cmd(
     tune_process(threads)
     try:
         cfg = with_overrides(
-            make_preset(preset, variant), write_penalty=write_penalty, steps=steps, write_floor=write_floor
+            make_preset(preset, variant), write_penalty=write_penalty, steps=steps, write_floor=write_floor,
+            decay_floor=decay_floor,
         )
         dev = pick_device(device)
     except ValueError as exc:
@@ -251,6 +255,10 @@ def eval_cmd(
     first: Annotated[
         int, typer.Option(min=0, help="Index of the first held-out sample (split a cell across processes).")
     ] = 0,
+    reading: Annotated[
+        bool, typer.Option(help="Measure the reading ceiling instead: each question right after the message that "
+                           "answers it, nothing recalled.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per cell.")] = False,
 ):
     """Recall accuracy against history length, through consolidation and answering, on held-out data."""
@@ -259,6 +267,8 @@ def eval_cmd(
     from sleeptime.training.evaluate import evaluate, evaluate_rehearsal
     from sleeptime.training.evaluate import plot as plot_cells
 
+    if reading and (rehearse_after or replay):
+        raise SleeptimeError("--reading asks without consolidating a history: it takes no --rehearse-after or --replay")
     tune_process(threads)
     try:
         engine = MemoryEngine.load(model, device)
@@ -279,7 +289,8 @@ def eval_cmd(
         if not as_json:
             console.print(table)
         return
-    table = Table(title=f"recall on held-out data, model {engine.model_id}")
+    what = "reading ceiling" if reading else "recall"
+    table = Table(title=f"{what} on held-out data, model {engine.model_id}")
     for col in ("task", "history tokens", "n", "accuracy", "seconds"):
         table.add_column(col)
 
@@ -288,7 +299,7 @@ def eval_cmd(
             print_json(cell.to_dict())
         table.add_row(cell.task, str(cell.tokens), str(cell.n), f"{cell.accuracy:.2f}", f"{cell.seconds:.0f}")
 
-    cells = evaluate(engine, task_list, length_list, n, batch, on_cell, replay=replay, first=first)
+    cells = evaluate(engine, task_list, length_list, n, batch, on_cell, replay=replay, first=first, reading=reading)
     if plot:
         plot_cells({engine.model_id: [c.to_dict() for c in cells]}, plot)
     if not as_json:

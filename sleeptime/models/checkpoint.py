@@ -11,7 +11,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from safetensors.torch import load, load_file, save, save_file
+from safetensors.torch import load, load_file, save
 from torch import Tensor
 
 from sleeptime.kernels.reference import TitansState
@@ -29,7 +29,9 @@ def save_model(model: TitansLM, path: str | Path, step: int = 0, extra: dict | N
     meta = {"format": MODEL_FORMAT, "config": json.dumps(model.cfg.to_dict()), "step": str(step)}
     meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path), metadata=meta)
+    # canonical bytes: the same model and metadata always give the same file, so a model's id (its digest) can be
+    # reproduced from the command that wrote it
+    Path(path).write_bytes(canonical_safetensors(save(tensors, metadata=meta)))
 
 
 def read_model_metadata(path: str | Path) -> dict:

@@ -48,14 +48,20 @@ class MemoryConfig:
     # delta rule: write rates below this are dropped to exactly 0. Every write erases a little of what shares its
     # key, so over millions of tokens the faint writes of filler, not decay, are what lose a fact (docs/model.md)
     write_floor: float = 0.0
+    # delta rule: forget rates below this are dropped to exactly 0. Faint decay is harmless over the lengths a model
+    # trains on, but over millions of tokens it fades the learned initial state that every read was trained beside
+    decay_floor: float = 0.0
 
     def __post_init__(self):
         if self.kind not in ("titans", "delta"):
             raise ValueError(f"unknown memory kind {self.kind!r}; expected 'titans' or 'delta'")
         if not 0.0 <= self.write_floor < 1.0:
             raise ValueError("write_floor must be in [0, 1)")
-        if self.write_floor and self.kind != "delta":
-            raise ValueError("write_floor applies to the delta-rule memory only")
+        if not 0.0 <= self.decay_floor < 1.0:
+            raise ValueError("decay_floor must be in [0, 1)")
+        for name in ("write_floor", "decay_floor"):
+            if getattr(self, name) and self.kind != "delta":
+                raise ValueError(f"{name} applies to the delta-rule memory only")
         if self.chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
         self.rule  # noqa: B018 the property validates the Miras options
@@ -119,6 +125,9 @@ class NeuralMemory(nn.Module):
             # filler's writes above it (docs/model.md)
             beta = out["beta"]
             out["beta"] = beta * (beta >= self.cfg.write_floor)
+        if self.cfg.decay_floor and "alpha" in out:
+            alpha = out["alpha"]
+            out["alpha"] = alpha * (alpha >= self.cfg.decay_floor)
         return out
 
     def project(self, x: Tensor, conv_cache: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -4,7 +4,9 @@ Under the gated delta rule S_t = a_t (I - b_t k_t k_t^T) S_{t-1} + b_t k_t v_t^T
 written at the value's last byte, along its key k*, is scaled by (1 - b_t (k_t . k*)^2) by every later write and by
 a_t = 1 - alpha_t by every later decay. The log of the product of those factors over the rest of the history is what
 this reports per layer and head: "erase" (from the writes) and "decay". Recall at N tokens needs both to stay small
-over N tokens, which is why training penalises the write strength (`write_penalty` in train.py).
+over N tokens, which is why training penalises the write strength (`write_penalty` in train.py). "decay before" is
+the same log over the tokens before the value: how much of the learned initial state is left when the value is
+written beside it.
 
     python -m sleeptime.training.diagnose --model demo --tokens 32768
 
@@ -25,7 +27,7 @@ from sleeptime.models.titans import TitansLM
 from sleeptime.training.data import Sample, make_sample
 from sleeptime.training.evaluate import history_ids
 
-FIELDS = ("write_value", "write_after", "written_after", "overlap_after", "erase", "decay")
+FIELDS = ("write_value", "write_after", "max_write_after", "written_after", "overlap_after", "erase", "decay", "decay_before")
 
 
 @dataclass
@@ -34,10 +36,14 @@ class HeadRetention:
     head: int
     write_value: float  # mean write strength b over the value's bytes
     write_after: float  # mean b over the tokens after the value
+    max_write_after: float  # the strongest write after the value (averaged over samples: the mean of the maxima)
     written_after: float  # share of the tokens after the value written at all (b > 0; below a write floor b is 0)
     overlap_after: float  # mean (k_t . k*)^2 over the tokens after the value
     erase: float  # sum of log(1 - b_t (k_t . k*)^2) after the value
     decay: float  # sum of log(1 - alpha_t) after the value
+    # sum of log(1 - alpha_t) before the value: how far the learned initial state has faded when the value is written
+    # (decay after it scales the value and what is left of the initial state alike; decay before it does not)
+    decay_before: float
 
 
 def value_position(ids: np.ndarray, value: str) -> int:
@@ -80,6 +86,8 @@ def retention(model: TitansLM, sample: Sample, segment: int = 2048) -> list[Head
         if start <= t[-1] and t[0] <= end:
             inside = (t >= start) & (t <= end)
             add(layer, "write_value", beta[:, inside].sum(-1))
+        if t[0] < start:
+            add(layer, "decay_before", torch.log1p(-alpha[:, t < start]).sum(-1))
         if t[0] <= end <= t[-1]:
             key_of_value[layer] = k[:, end - offset]
         after = t > end
@@ -87,6 +95,8 @@ def retention(model: TitansLM, sample: Sample, segment: int = 2048) -> list[Head
             overlap = (k[:, after] @ key_of_value[layer].unsqueeze(-1)).squeeze(-1) ** 2
             b = beta[:, after]
             add(layer, "write_after", b.sum(-1))
+            peak = sums.get((layer, "max_write_after"), torch.zeros_like(b[:, 0]))
+            sums[layer, "max_write_after"] = torch.maximum(peak, b.max(-1).values)
             add(layer, "written_after", (b > 0).double().sum(-1))
             add(layer, "overlap_after", overlap.sum(-1))
             add(layer, "erase", torch.log1p(-(b * overlap).clamp(max=1 - 1e-12)).sum(-1))
@@ -113,16 +123,23 @@ def retention(model: TitansLM, sample: Sample, segment: int = 2048) -> list[Head
             rows.append(
                 HeadRetention(
                     layer, head, total["write_value"][head] / n_value, total["write_after"][head] / n_after,
-                    total["written_after"][head] / n_after, total["overlap_after"][head] / n_after,
-                    total["erase"][head], total["decay"][head],
+                    total["max_write_after"][head], total["written_after"][head] / n_after,
+                    total["overlap_after"][head] / n_after, total["erase"][head], total["decay"][head],
+                    total["decay_before"][head],
                 )
             )
     return rows
 
 
 def average(runs: list[list[HeadRetention]]) -> list[HeadRetention]:
+    """The mean over samples of every field but the strongest write, which is the maximum over them."""
+
+    def combine(rows: tuple[HeadRetention, ...], name: str) -> float:
+        values = [getattr(r, name) for r in rows]
+        return max(values) if name == "max_write_after" else sum(values) / len(values)
+
     return [
-        HeadRetention(rows[0].layer, rows[0].head, *(sum(getattr(r, f) for r in rows) / len(rows) for f in FIELDS))
+        HeadRetention(rows[0].layer, rows[0].head, *(combine(rows, f) for f in FIELDS))
         for rows in zip(*runs, strict=True)
     ]
 
@@ -140,12 +157,13 @@ def main(argv: list[str] | None = None) -> None:
         retention(model, make_sample("passkey", seed, split="heldout", target_tokens=args.tokens, depth=args.depth))
         for seed in range(args.samples)
     ]
-    print("layer head  b(value)  b(after)  written  overlap  log-retention: erase  decay")
+    print("layer head  b(value)  b(after)  max b after  written  overlap  log-retention: erase  decay  decay before")
     for r in average(runs):
         print(
-            f"{r.layer:5d} {r.head:4d}  {r.write_value:8.3f}  {r.write_after:8.4f}  {r.written_after:7.4f}"
+            f"{r.layer:5d} {r.head:4d}  {r.write_value:8.3f}  {r.write_after:8.4f}  {r.max_write_after:12.4f}"
+            f"  {r.written_after:7.4f}"
             f"  {r.overlap_after:7.3f}"
-            f"  {r.erase:20.2f}  {r.decay:6.2f}"
+            f"  {r.erase:20.2f}  {r.decay:6.2f}  {r.decay_before:12.2f}"
         )
 
 

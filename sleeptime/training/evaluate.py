@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ import torch
 from sleeptime.models import tokenizer
 from sleeptime.models.engine import ConsumeStats, MemoryEngine
 from sleeptime.models.titans import split_state
-from sleeptime.training.data import History, iter_history_ids, make_sample
+from sleeptime.training.data import History, Sample, iter_history_ids, make_sample
 
 DEFAULT_LENGTHS = (4096, 32768, 262144, 1048576, 2097152)
 
@@ -35,6 +35,8 @@ class Cell:
     seconds: float
     examples: list[tuple[str, str]]  # (expected, answered), a few for the report
     first: int = 0  # index of the first held-out sample: cells with disjoint ranges can be pooled
+    # every wrong answer: held-out sample index, planned depth of the statement asked about, expected, answered
+    misses: list[dict] = field(default_factory=list)
 
     @property
     def accuracy(self) -> float:
@@ -44,7 +46,7 @@ class Cell:
         return {
             "task": self.task, "tokens": self.tokens, "n": self.n, "hits": self.hits,
             "accuracy": round(self.accuracy, 3), "seconds": round(self.seconds, 1), "first": self.first,
-            "examples": self.examples[:3],
+            "examples": self.examples[:3], "misses": self.misses,
         }
 
 
@@ -71,7 +73,7 @@ def evaluate_cell(
     """replay > 0: after each history, its `replay` most surprising 256-token spans are fed again (one history at
     a time: the spans are per history)."""
     start = time.monotonic()
-    hits, examples = 0, []
+    hits, examples, misses = 0, [], []
     if replay:
         batch = 1
     for row in range(0, n, batch):
@@ -87,22 +89,63 @@ def evaluate_cell(
         if replay:
             again = replay_ids(ids[0], stats, replay)
             state, _ = engine.consume(state, torch.from_numpy(again[None, :]))
-        for sample, row_state in zip(samples, split_state(state), strict=True):
+        for i, sample, row_state in zip(rows, samples, split_state(state), strict=True):
             answer = engine.answer(row_state, sample.question, max_new_tokens=max_answer_tokens)
             hit = sample.answer_value in answer
             hits += hit
             examples.append((sample.answer_value, answer))
-    return Cell(task, tokens, n, hits, time.monotonic() - start, examples, first)
+            if not hit:
+                misses.append({"sample": first + i, "depth": round(sample.depth, 3), "expected": sample.answer_value,
+                               "answered": answer})
+    return Cell(task, tokens, n, hits, time.monotonic() - start, examples, first, misses)
+
+
+def answering_message(sample: Sample) -> dict[str, str]:
+    """The latest message of a sample's history that holds the value its question asks for."""
+    last = None
+    for turn in sample.history.iter_turns():
+        if sample.answer_value in turn.content:
+            last = turn
+    if last is None:
+        raise ValueError("no message of the history holds the answer")
+    return {"role": last.role, "content": last.content}
+
+
+def evaluate_reading(
+    engine: MemoryEngine, task: str, tokens: int, n: int, first: int = 0, max_answer_tokens: int = 48
+) -> Cell:
+    """The reading ceiling of a cell: each held-out question asked right after the one message that states its
+    answer, from an empty memory, so that nothing has to be recalled. A model that misses here cannot recall the
+    value through its memory either: the gap is in reading the statement, not in keeping it."""
+    start = time.monotonic()
+    hits, examples, misses = 0, [], []
+    for i in range(n):
+        sample = make_sample(task, HELDOUT_SEED + first + i, split="heldout", target_tokens=tokens)
+        answer = engine.answer(
+            engine.new_state(), sample.question, tail=[answering_message(sample)], max_new_tokens=max_answer_tokens
+        )
+        hit = sample.answer_value in answer
+        hits += hit
+        examples.append((sample.answer_value, answer))
+        if not hit:
+            misses.append({"sample": first + i, "depth": round(sample.depth, 3), "expected": sample.answer_value,
+                           "answered": answer})
+    return Cell(task, tokens, n, hits, time.monotonic() - start, examples, first, misses)
 
 
 def evaluate(
     engine: MemoryEngine, tasks: Sequence[str] = ("passkey", "chat"), lengths: Sequence[int] = DEFAULT_LENGTHS,
     n: int = 20, batch: int = 8, on_cell: Callable[[Cell], None] | None = None, replay: int = 0, first: int = 0,
+    reading: bool = False,
 ) -> list[Cell]:
+    """reading: measure each cell's reading ceiling (`evaluate_reading`) instead of its recall."""
     cells = []
     for task in tasks:
         for tokens in lengths:
-            cell = evaluate_cell(engine, task, tokens, n, first, batch=batch, replay=replay)
+            if reading:
+                cell = evaluate_reading(engine, task, tokens, n, first)
+            else:
+                cell = evaluate_cell(engine, task, tokens, n, first, batch=batch, replay=replay)
             cells.append(cell)
             if on_cell:
                 on_cell(cell)

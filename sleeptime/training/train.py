@@ -135,14 +135,16 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
 
 
 def with_overrides(
-    cfg: TrainConfig, write_penalty: float | None = None, steps: int | None = None, write_floor: float | None = None
+    cfg: TrainConfig, write_penalty: float | None = None, steps: int | None = None, write_floor: float | None = None,
+    decay_floor: float | None = None,
 ) -> TrainConfig:
-    """A recipe with its write penalty, the model's write floor and, for a one-stage recipe, its number of steps
-    replaced (None: kept)."""
+    """A recipe with its write penalty, the model's write and decay floors and, for a one-stage recipe, its number
+    of steps replaced (None: kept)."""
     if write_penalty is not None:
         cfg = replace(cfg, write_penalty=write_penalty)
-    if write_floor is not None:
-        cfg = replace(cfg, model=replace(cfg.model, memory=replace(cfg.model.memory, write_floor=write_floor)))
+    floors = {k: v for k, v in (("write_floor", write_floor), ("decay_floor", decay_floor)) if v is not None}
+    if floors:
+        cfg = replace(cfg, model=replace(cfg.model, memory=replace(cfg.model.memory, **floors)))
     if steps is not None:
         if len(cfg.stages) != 1:
             raise ValueError(f"steps can only be set for a one-stage recipe; this one has {len(cfg.stages)} stages")

@@ -93,9 +93,12 @@ def test_model_and_state_checkpoints_round_trip(tmp_path):
     torch.manual_seed(42)
     model = TitansLM(tiny("mac"))
     path = tmp_path / "m.safetensors"
-    checkpoint.save_model(model, path, step=7)
+    checkpoint.save_model(model, path, step=7, extra={"progress": {"step": 7}})
     loaded = checkpoint.load_model(path)
     assert loaded.cfg == model.cfg
+    again = tmp_path / "again.safetensors"
+    checkpoint.save_model(loaded, again, step=7, extra={"progress": {"step": 7}})
+    assert again.read_bytes() == path.read_bytes()  # the same model gives the same file: a reproducible id
     tokens = torch.randint(0, 256, (1, 30))
     with torch.no_grad():
         a, _, state = model(tokens)
@@ -126,6 +129,10 @@ def test_bad_config_raises():
         MemoryConfig(kind="delta", write_floor=1.0)
     with pytest.raises(ValueError, match="delta-rule"):
         MemoryConfig(kind="titans", write_floor=0.1)
+    with pytest.raises(ValueError, match="decay_floor"):
+        MemoryConfig(kind="delta", decay_floor=1.0)
+    with pytest.raises(ValueError, match="delta-rule"):
+        MemoryConfig(kind="titans", decay_floor=1e-4)
 
 
 def test_write_floor_drops_faint_writes_and_their_gradients():
@@ -142,6 +149,35 @@ def test_write_floor_drops_faint_writes_and_their_gradients():
     (grad_kept,) = torch.autograd.grad((beta * ~faint).sum(), x)
     (grad_floored,) = torch.autograd.grad(kept.sum(), x)
     torch.testing.assert_close(grad_floored, grad_kept)
+
+
+def test_decay_floor_drops_faint_forget_rates_and_their_gradients():
+    torch.manual_seed(0)
+    free = NeuralMemory(MemoryConfig(dim=32, heads=2, head_dim=16, kind="delta"))
+    floored = NeuralMemory(MemoryConfig(dim=32, heads=2, head_dim=16, kind="delta", decay_floor=1e-3))
+    floored.load_state_dict(free.state_dict())
+    x = torch.randn(2, 40, 32, requires_grad=True)
+    gates, kept = free.gate_values(x), floored.gate_values(x)
+    alpha, faint = gates["alpha"], gates["alpha"] < 1e-3
+    assert 0 < faint.float().mean() < 1  # the initial forget rate sits at 1e-3: some on each side
+    assert (kept["alpha"][faint] == 0).all() and torch.equal(kept["alpha"][~faint], alpha[~faint])
+    assert torch.equal(kept["beta"], gates["beta"])  # the writes are the decay floor's business only
+    (grad_kept,) = torch.autograd.grad((alpha * ~faint).sum(), x)
+    (grad_floored,) = torch.autograd.grad(kept["alpha"].sum(), x)
+    torch.testing.assert_close(grad_floored, grad_kept)
+
+
+def test_a_history_below_both_floors_leaves_the_state_exactly_as_it_was():
+    torch.manual_seed(0)
+    model = TitansLM(tiny("lmm", "delta", write_floor=0.99, decay_floor=0.99))
+    with torch.no_grad():
+        for block in model.blocks:
+            block.memory.init_state.normal_()  # a learned initial state that decay would fade
+    start = model.initial_state(1)
+    with torch.no_grad():
+        _, _, state = model(torch.randint(0, 256, (1, 300)), start)
+    for before, after in zip(start["layers"], state["layers"], strict=True):
+        assert torch.equal(after["mem"]["memory"], before["mem"]["memory"])
 
 
 def test_writes_below_the_floor_leave_only_the_decay():

@@ -29,13 +29,15 @@ def test_retention_reads_the_gates_the_model_writes_with():
             gates.bias.copy_(torch.tensor([inverse_sigmoid(0.5)] * heads + [inverse_sigmoid(0.01)] * heads))
     sample = make_sample("passkey", 3, split="heldout", target_tokens=600)
     ids = history_ids(sample.history)
-    after = len(ids) - value_position(ids, sample.answer_value) - 1
+    end = value_position(ids, sample.answer_value)
+    after, before = len(ids) - end - 1, end + 1 - len(sample.answer_value)
     rows = retention(model, sample, segment=128)
     assert [(r.layer, r.head) for r in rows] == [(layer, head) for layer in range(2) for head in range(2)]
     for r in rows:
         assert r.write_value == pytest.approx(0.5) and r.write_after == pytest.approx(0.5)
-        assert r.written_after == 1.0
+        assert r.written_after == 1.0 and r.max_write_after == pytest.approx(0.5)
         assert r.decay == pytest.approx(after * math.log(0.99))
+        assert r.decay_before == pytest.approx(before * math.log(0.99))
         # unit keys: each later write takes off between nothing and half of the value's direction
         assert 0 < r.overlap_after <= 1
         assert after * math.log(0.5) <= r.erase < 0
@@ -49,4 +51,13 @@ def test_a_write_floor_above_every_write_leaves_nothing_written_after_the_value(
     cfg = preset("tiny").model
     model = TitansLM(replace(cfg, memory=replace(cfg.memory, kind="delta", write_floor=0.99))).eval()
     rows = retention(model, make_sample("passkey", 3, split="heldout", target_tokens=600), segment=128)
-    assert all(r.written_after == 0 and r.write_after == 0 and r.erase == 0 for r in rows)
+    assert all(r.written_after == 0 and r.write_after == r.max_write_after == 0 and r.erase == 0 for r in rows)
+
+
+def test_averaging_samples_keeps_the_strongest_write_of_any():
+    from sleeptime.training.diagnose import FIELDS, HeadRetention, average
+
+    a = HeadRetention(0, 1, **{f: 1.0 for f in FIELDS})
+    b = HeadRetention(0, 1, **{f: 3.0 for f in FIELDS} | {"max_write_after": 0.5})
+    (row,) = average([[a], [b]])
+    assert row.max_write_after == 1.0 and row.write_after == row.decay_before == 2.0

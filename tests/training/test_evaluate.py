@@ -4,7 +4,7 @@ import pytest
 
 from sleeptime.models import tokenizer
 from sleeptime.training.data import make_sample
-from sleeptime.training.evaluate import evaluate_rehearsal, later_history
+from sleeptime.training.evaluate import answering_message, evaluate_reading, evaluate_rehearsal, later_history
 
 
 @pytest.mark.parametrize("task", ["passkey", "chat"])
@@ -38,3 +38,34 @@ def test_rehearsal_cell_matches_the_path_by_hand(tiny_engine):
     assert cell.examples[0] == (sample.answer_value, precomputed, *answers)
     # the exchange really went into the memory
     assert tiny_engine.encode_state(plain) != tiny_engine.encode_state(rehearsed)
+
+
+@pytest.mark.parametrize("task", ["passkey", "chat"])
+def test_the_answering_message_is_the_latest_that_states_the_value(task):
+    sample = make_sample(task, 10_001, split="heldout", target_tokens=2048)
+    message = answering_message(sample)
+    turns = [{"role": t.role, "content": t.content} for t in sample.history.iter_turns()]
+    holding = [i for i, t in enumerate(turns) if sample.answer_value in t["content"]]
+    assert holding and turns[holding[-1]] == message
+
+
+def test_reading_ceiling_asks_right_after_the_answering_message(tiny_engine):
+    cell = evaluate_reading(tiny_engine, "chat", tokens=600, n=2, first=3, max_answer_tokens=8)
+    for i, (expected, answered) in enumerate(cell.examples):
+        sample = make_sample("chat", 10_003 + i, split="heldout", target_tokens=600)
+        by_hand = tiny_engine.answer(
+            tiny_engine.new_state(), sample.question, tail=[answering_message(sample)], max_new_tokens=8
+        )
+        assert (expected, answered) == (sample.answer_value, by_hand)
+    assert cell.hits == 2 - len(cell.misses) and all(m["sample"] in (3, 4) for m in cell.misses)
+
+
+def test_eval_refuses_reading_with_a_rehearsal_or_replay(tiny_model_path):
+    from typer.testing import CliRunner
+
+    from sleeptime import SleeptimeError
+    from sleeptime.cli import app
+
+    for extra in (["--rehearse-after", "100"], ["--replay", "1"]):
+        result = CliRunner().invoke(app, ["eval", "--model", str(tiny_model_path), "--reading", *extra])
+        assert isinstance(result.exception, SleeptimeError) and "--reading" in str(result.exception)

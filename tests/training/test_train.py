@@ -64,6 +64,11 @@ def test_training_resumes_and_evaluation_runs_end_to_end(tmp_path):
     # a cell split across processes: samples 1.. of the whole are samples 0.. of the part that starts at 1
     part = evaluate_cell(engine, "passkey", tokens=300, n=2, first=1, batch=2, max_answer_tokens=8)
     assert part.examples == cell.examples[1:] and part.to_dict()["first"] == 1
+    # every miss is listed by its sample index in the whole, with the value it wanted
+    wrong = [i for i, (value, answer) in enumerate(cell.examples) if value not in answer]
+    assert [m["sample"] for m in cell.misses] == wrong and cell.hits == 3 - len(wrong)
+    assert [m["sample"] for m in part.misses] == [i for i in wrong if i >= 1]
+    assert all(m["expected"] == cell.examples[m["sample"]][0] and 0 <= m["depth"] <= 1 for m in cell.misses)
 
 
 def test_a_stage_of_several_lengths_draws_one_per_batch():
@@ -128,7 +133,9 @@ def test_overrides_replace_the_penalty_and_the_steps_of_a_one_stage_recipe():
 
 def test_overrides_set_the_models_write_floor():
     cfg = with_overrides(preset("sparse"), write_floor=0.05)
-    assert cfg.model.memory.write_floor == 0.05
+    assert cfg.model.memory.write_floor == 0.05 and cfg.model.memory.decay_floor == 0.0
+    cfg = with_overrides(cfg, decay_floor=1e-4)
+    assert cfg.model.memory.write_floor == 0.05 and cfg.model.memory.decay_floor == 1e-4
     assert cfg.model.memory.kind == preset("sparse").model.memory.kind == "delta"
     with pytest.raises(ValueError, match="delta-rule"):
         with_overrides(replace(preset("sparse"), model=replace(preset("sparse").model, memory=replace(
