@@ -42,6 +42,16 @@ class Cell:
     def accuracy(self) -> float:
         return self.hits / self.n if self.n else 0.0
 
+    def score(self, index: int, sample: Sample, answer: str) -> None:
+        """Count held-out sample `index`'s answer: a hit when the value is inside it; a miss is kept whole."""
+        hit = sample.answer_value in answer
+        self.hits += hit
+        self.examples.append((sample.answer_value, answer))
+        if not hit:
+            self.misses.append(
+                {"sample": index, "depth": round(sample.depth, 3), "expected": sample.answer_value, "answered": answer}
+            )
+
     def to_dict(self) -> dict:
         return {
             "task": self.task, "tokens": self.tokens, "n": self.n, "hits": self.hits,
@@ -73,7 +83,7 @@ def evaluate_cell(
     """replay > 0: after each history, its `replay` most surprising 256-token spans are fed again (one history at
     a time: the spans are per history)."""
     start = time.monotonic()
-    hits, examples, misses = 0, [], []
+    cell = Cell(task, tokens, n, 0, 0.0, [], first)
     if replay:
         batch = 1
     for row in range(0, n, batch):
@@ -90,14 +100,9 @@ def evaluate_cell(
             again = replay_ids(ids[0], stats, replay)
             state, _ = engine.consume(state, torch.from_numpy(again[None, :]))
         for i, sample, row_state in zip(rows, samples, split_state(state), strict=True):
-            answer = engine.answer(row_state, sample.question, max_new_tokens=max_answer_tokens)
-            hit = sample.answer_value in answer
-            hits += hit
-            examples.append((sample.answer_value, answer))
-            if not hit:
-                misses.append({"sample": first + i, "depth": round(sample.depth, 3), "expected": sample.answer_value,
-                               "answered": answer})
-    return Cell(task, tokens, n, hits, time.monotonic() - start, examples, first, misses)
+            cell.score(first + i, sample, engine.answer(row_state, sample.question, max_new_tokens=max_answer_tokens))
+    cell.seconds = time.monotonic() - start
+    return cell
 
 
 def answering_message(sample: Sample) -> dict[str, str]:
@@ -118,19 +123,15 @@ def evaluate_reading(
     answer, from an empty memory, so that nothing has to be recalled. A model that misses here cannot recall the
     value through its memory either: the gap is in reading the statement, not in keeping it."""
     start = time.monotonic()
-    hits, examples, misses = 0, [], []
+    cell = Cell(task, tokens, n, 0, 0.0, [], first)
     for i in range(n):
         sample = make_sample(task, HELDOUT_SEED + first + i, split="heldout", target_tokens=tokens)
         answer = engine.answer(
             engine.new_state(), sample.question, tail=[answering_message(sample)], max_new_tokens=max_answer_tokens
         )
-        hit = sample.answer_value in answer
-        hits += hit
-        examples.append((sample.answer_value, answer))
-        if not hit:
-            misses.append({"sample": first + i, "depth": round(sample.depth, 3), "expected": sample.answer_value,
-                           "answered": answer})
-    return Cell(task, tokens, n, hits, time.monotonic() - start, examples, first, misses)
+        cell.score(first + i, sample, answer)
+    cell.seconds = time.monotonic() - start
+    return cell
 
 
 def evaluate(
