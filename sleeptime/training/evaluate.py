@@ -215,6 +215,15 @@ def evaluate_rehearsal(
     return RehearsalCell(task, tokens, after, n, **hits, seconds=time.monotonic() - start, examples=examples)
 
 
+def pooled(cells: Sequence[dict]) -> dict[tuple[str, int], tuple[int, int]]:
+    """(task, tokens) -> (hits, n) summed over cells: the parts of a cell split across processes (`first`) are one."""
+    totals: dict[tuple[str, int], tuple[int, int]] = {}
+    for c in cells:
+        hits, n = totals.get((c["task"], c["tokens"]), (0, 0))
+        totals[c["task"], c["tokens"]] = (hits + c["hits"], n + c["n"])
+    return totals
+
+
 def plot(results: dict[str, list[dict]], path: str) -> None:
     """results: label -> list of cell dicts; one line per (label, task), accuracy against log history length."""
     import matplotlib
@@ -224,8 +233,9 @@ def plot(results: dict[str, list[dict]], path: str) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, cells in results.items():
-        for task in sorted({c["task"] for c in cells}):
-            rows = sorted((c["tokens"], c["accuracy"]) for c in cells if c["task"] == task)
+        totals = pooled(cells)
+        for task in sorted({task for task, _ in totals}):
+            rows = sorted((tokens, hits / n) for (t, tokens), (hits, n) in totals.items() if t == task and n)
             ax.plot([r[0] for r in rows], [r[1] for r in rows], marker="o", label=f"{label} · {task}")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("history length (tokens = bytes)")

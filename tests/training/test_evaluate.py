@@ -69,3 +69,17 @@ def test_eval_refuses_reading_with_a_rehearsal_or_replay(tiny_model_path):
     for extra in (["--rehearse-after", "100"], ["--replay", "1"]):
         result = CliRunner().invoke(app, ["eval", "--model", str(tiny_model_path), "--reading", *extra])
         assert isinstance(result.exception, SleeptimeError) and "--reading" in str(result.exception)
+
+
+def test_parts_of_a_cell_pool_into_one(tmp_path):
+    from sleeptime.training.evaluate import plot, pooled
+
+    parts = [
+        {"task": "passkey", "tokens": 2048, "n": 12, "hits": 12, "first": 0},
+        {"task": "passkey", "tokens": 2048, "n": 12, "hits": 9, "first": 12},
+        {"task": "chat", "tokens": 2048, "n": 4, "hits": 1, "first": 0},
+    ]
+    assert pooled(parts) == {("passkey", 2048): (21, 24), ("chat", 2048): (1, 4)}
+    pytest.importorskip("matplotlib", reason="the plot needs matplotlib (the bench extra)")
+    plot({"model": parts}, str(tmp_path / "recall.png"))
+    assert (tmp_path / "recall.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
