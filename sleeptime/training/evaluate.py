@@ -120,8 +120,9 @@ def evaluate_reading(
     engine: MemoryEngine, task: str, tokens: int, n: int, first: int = 0, max_answer_tokens: int = 48
 ) -> Cell:
     """The reading ceiling of a cell: each held-out question asked right after the one message that states its
-    answer, from an empty memory, so that nothing has to be recalled. A model that misses here cannot recall the
-    value through its memory either: the gap is in reading the statement, not in keeping it."""
+    answer, from an empty memory, so that nothing has to be recalled. A model that misses most questions here will
+    not recall them through its memory either: its gap is in reading a statement, not in keeping it. (A lone message
+    is not the context its history gives it, so a single sample can go either way.)"""
     start = time.monotonic()
     cell = Cell(task, tokens, n, 0, 0.0, [], first)
     for i in range(n):

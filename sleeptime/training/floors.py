@@ -1,11 +1,11 @@
 """Set a trained model's write and decay floors: a new model file, the same weights.
 
 The floors (`MemoryConfig.write_floor`, `MemoryConfig.decay_floor`) are thresholds on gates the model computes, not
-weights; a model trained at one floor can be measured and shipped at another without retraining (docs/model.md, "Two
-floors"). The new file records the digest of the one it came from.
+weights; a model trained at one floor can be measured and shipped at another without retraining (docs/model.md,
+"A decay floor: 2M tokens"). The new file records the digest of the one it came from. The shipped model:
 
     python -m sleeptime.training.floors --model checkpoints/floor05/model.safetensors \
-        --write-floor 0.06 --decay-floor 1e-4 --out model.safetensors
+        --decay-floor 1e-4 --out sleeptime/models/shipped/demo.safetensors
 """
 
 from __future__ import annotations
