@@ -11,7 +11,7 @@ see research/feasibility.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +65,11 @@ class MemoryConfig:
         if self.chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
         self.rule  # noqa: B018 the property validates the Miras options
+
+    def with_floors(self, write_floor: float | None = None, decay_floor: float | None = None) -> MemoryConfig:
+        """This config with the floors given replaced (None: kept)."""
+        floors = {"write_floor": write_floor, "decay_floor": decay_floor}
+        return replace(self, **{name: value for name, value in floors.items() if value is not None})
 
     @property
     def rule(self) -> MemoryRule:

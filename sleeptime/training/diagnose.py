@@ -36,7 +36,7 @@ class HeadRetention:
     head: int
     write_value: float  # mean write strength b over the value's bytes
     write_after: float  # mean b over the tokens after the value
-    max_write_after: float  # the strongest write after the value (averaged over samples: the mean of the maxima)
+    max_write_after: float  # the strongest write after the value (over several samples: the strongest of any)
     written_after: float  # share of the tokens after the value written at all (b > 0; below a write floor b is 0)
     overlap_after: float  # mean (k_t . k*)^2 over the tokens after the value
     erase: float  # sum of log(1 - b_t (k_t . k*)^2) after the value

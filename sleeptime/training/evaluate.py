@@ -31,10 +31,10 @@ class Cell:
     task: str
     tokens: int
     n: int
-    hits: int
-    seconds: float
-    examples: list[tuple[str, str]]  # (expected, answered), a few for the report
     first: int = 0  # index of the first held-out sample: cells with disjoint ranges can be pooled
+    hits: int = 0
+    seconds: float = 0.0
+    examples: list[tuple[str, str]] = field(default_factory=list)  # (expected, answered), a few for the report
     # every wrong answer: held-out sample index, planned depth of the statement asked about, expected, answered
     misses: list[dict] = field(default_factory=list)
 
@@ -83,7 +83,7 @@ def evaluate_cell(
     """replay > 0: after each history, its `replay` most surprising 256-token spans are fed again (one history at
     a time: the spans are per history)."""
     start = time.monotonic()
-    cell = Cell(task, tokens, n, 0, 0.0, [], first)
+    cell = Cell(task, tokens, n, first)
     if replay:
         batch = 1
     for row in range(0, n, batch):
@@ -124,7 +124,7 @@ def evaluate_reading(
     not recall them through its memory either: its gap is in reading a statement, not in keeping it. (A lone message
     is not the context its history gives it, so a single sample can go either way.)"""
     start = time.monotonic()
-    cell = Cell(task, tokens, n, 0, 0.0, [], first)
+    cell = Cell(task, tokens, n, first)
     for i in range(n):
         sample = make_sample(task, HELDOUT_SEED + first + i, split="heldout", target_tokens=tokens)
         answer = engine.answer(

@@ -16,7 +16,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from sleeptime.models.checkpoint import load_model, model_digest, read_model_metadata, save_model
-from sleeptime.models.memory import NeuralMemory
+from sleeptime.models.titans import TitansLM
 
 
 def set_floors(
@@ -26,13 +26,10 @@ def set_floors(
     source, out = Path(source), Path(out)
     if out.resolve() == source.resolve():
         raise ValueError("write the model with new floors to a new file; the source is kept as it is")
-    model = load_model(source)
-    changes = {k: v for k, v in (("write_floor", write_floor), ("decay_floor", decay_floor)) if v is not None}
-    memory = replace(model.cfg.memory, **changes)  # validates before anything is written
-    model.cfg = replace(model.cfg, memory=memory)
-    for module in model.modules():
-        if isinstance(module, NeuralMemory):
-            module.cfg = replace(module.cfg, **changes)
+    trained = load_model(source)
+    memory = trained.cfg.memory.with_floors(write_floor, decay_floor)  # validates before anything is written
+    model = TitansLM(replace(trained.cfg, memory=memory))
+    model.load_state_dict(trained.state_dict())
     # the source's own records (its training progress) travel with it
     meta = read_model_metadata(source)
     extra = {k: json.loads(v) for k, v in meta.items() if k not in ("format", "config", "step")}

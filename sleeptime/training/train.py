@@ -142,9 +142,7 @@ def with_overrides(
     of steps replaced (None: kept)."""
     if write_penalty is not None:
         cfg = replace(cfg, write_penalty=write_penalty)
-    floors = {k: v for k, v in (("write_floor", write_floor), ("decay_floor", decay_floor)) if v is not None}
-    if floors:
-        cfg = replace(cfg, model=replace(cfg.model, memory=replace(cfg.model.memory, **floors)))
+    cfg = replace(cfg, model=replace(cfg.model, memory=cfg.model.memory.with_floors(write_floor, decay_floor)))
     if steps is not None:
         if len(cfg.stages) != 1:
             raise ValueError(f"steps can only be set for a one-stage recipe; this one has {len(cfg.stages)} stages")

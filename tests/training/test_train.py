@@ -131,7 +131,7 @@ def test_overrides_replace_the_penalty_and_the_steps_of_a_one_stage_recipe():
         with_overrides(preset("demo"), steps=10)
 
 
-def test_overrides_set_the_models_write_floor():
+def test_overrides_set_the_models_write_and_decay_floors():
     cfg = with_overrides(preset("sparse"), write_floor=0.05)
     assert cfg.model.memory.write_floor == 0.05 and cfg.model.memory.decay_floor == 0.0
     cfg = with_overrides(cfg, decay_floor=1e-4)
