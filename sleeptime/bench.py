@@ -105,22 +105,27 @@ def run_memory(impl: str, tokens: int, mode: str, segment: int = 512, threads: i
     }
 
 
-def run_model(model: str, tokens: int, threads: int = 2, batch: int = 1, seed: int = 0) -> dict:
+def run_model(model: str, tokens: int, threads: int = 2, batch: int = 1, seed: int = 0, device: str = "cpu") -> dict:
     """Consolidation throughput of a whole model (every layer, memory updates included) through MemoryEngine."""
     from sleeptime.models.engine import MemoryEngine
     from sleeptime.training.data import iter_history_ids, make_sample
 
     tune_process(threads)
-    engine = MemoryEngine.load(model, "cpu")
+    engine = MemoryEngine.load(model, device)
     history = make_sample("chat", seed, split="heldout", target_tokens=tokens).history
     ids = torch.tensor([i for seg in iter_history_ids(history, 65536) for i in seg]).unsqueeze(0).repeat(batch, 1)
+    ids = ids.to(device)
+    sync = torch.cuda.synchronize if ids.is_cuda else (lambda: None)  # CUDA runs asynchronously: time finished work
     with torch.no_grad():
         engine.consume(engine.model.initial_state(batch), ids[:, : engine.segment_tokens])
+        sync()
         start = time.perf_counter()
         engine.consume(engine.model.initial_state(batch), ids)
+        sync()
         seconds = time.perf_counter() - start
     return {
         "model": engine.model_id,
+        "device": device,
         "tokens": int(ids.numel()),
         "batch": batch,
         "seconds": round(seconds, 3),
@@ -143,8 +148,11 @@ def run_memory_subprocess(impl: str, tokens: int, mode: str, segment: int, threa
     return _subprocess([impl, str(tokens), mode, str(segment), str(threads)], timeout, impl=impl, mode=mode, tokens=tokens)
 
 
-def run_model_subprocess(model: str, tokens: int, threads: int, batch: int, timeout: float) -> dict:
-    return _subprocess(["model", model, str(tokens), str(threads), str(batch)], timeout, model=model, tokens=tokens)
+def run_model_subprocess(
+    model: str, tokens: int, threads: int, batch: int, timeout: float, device: str = "cpu"
+) -> dict:
+    args = ["model", model, str(tokens), str(threads), str(batch), device]
+    return _subprocess(args, timeout, model=model, tokens=tokens)
 
 
 def _subprocess(args: list[str], timeout: float, **describe) -> dict:
@@ -161,7 +169,8 @@ def _subprocess(args: list[str], timeout: float, **describe) -> dict:
 
 if __name__ == "__main__":
     if sys.argv[1] == "model":
-        print(json.dumps(run_model(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))))
+        model, tokens, threads, batch, device = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+        print(json.dumps(run_model(model, tokens, threads, batch, device=device)))
     else:
         impl, tokens, mode, segment, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
         print(json.dumps(run_memory(impl, tokens, mode, segment, threads)))

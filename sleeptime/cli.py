@@ -154,17 +154,20 @@ def bench_model(
     tokens: Annotated[str, typer.Option(help="Comma-separated history lengths.")] = "65536,1048576",
     threads: Annotated[int, typer.Option(help="torch threads.")] = 2,
     batch: Annotated[int, typer.Option(help="Contexts consolidated together.")] = 1,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     timeout: Annotated[float, typer.Option(help="Seconds allowed per run.")] = 1800.0,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per run on stdout.")] = False,
 ):
     """Consolidation throughput of a whole model (every layer, memory updates included)."""
     from sleeptime import bench
 
-    table = Table(title="model consolidation throughput (CPU, no grad)")
+    if device not in ("cpu", "cuda"):
+        raise SleeptimeError(f"device must be cpu or cuda, got {device!r}")
+    table = Table(title=f"model consolidation throughput ({device}, no grad)")
     for col in ("model", "tokens", "batch", "tokens/s", "peak RSS MB", "note"):
         table.add_column(col)
     for n in [int(t) for t in tokens.split(",") if t]:
-        r = bench.run_model_subprocess(model, n, threads, batch, timeout)
+        r = bench.run_model_subprocess(model, n, threads, batch, timeout, device)
         if as_json:
             print_json(r)
         table.add_row(
@@ -178,7 +181,7 @@ def bench_model(
 @app.command("train")
 def train_cmd(
     out: Annotated[str, typer.Option(help="Run folder: checkpoints, config and log; an existing run resumes.")],
-    preset: Annotated[str, typer.Option(help="Recipe: tiny, demo, mix, long, sparse or full.")] = "demo",
+    preset: Annotated[str, typer.Option(help="Recipe: tiny, demo, mix, long, sparse, chat, gpu or full.")] = "demo",
     variant: Annotated[str | None, typer.Option(help="Override the architecture (lmm, mac, mag, mal, swa).")] = None,
     device: Annotated[str, typer.Option(envvar="SLEEPTIME_DEVICE", help="auto, cpu or cuda.")] = "auto",
     max_minutes: Annotated[float | None, typer.Option(help="Stop (resumably) after this long.")] = None,

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# One short GPU lease, prepared in advance (a lease is about 15 minutes and one command at most 10):
+#   1. the Triton kernels checked against the reference and timed (benchmarks/gpu_kernels.py);
+#   2. the shipped model's consolidation throughput on the GPU (`sleeptime bench model --device cuda`);
+#   3. the `gpu` preset trained from scratch for TRAIN_MINUTES, then its reading ceiling and its recall on the
+#      held-out split (`sleeptime eval`).
+# Everything lands in OUT (at most 8 files, none over 16 MiB: what a lease sends back). A failed step is logged
+# and the next one still runs; the exit status is 1 if any step failed.
+#
+#   OUT=results/gpu bash benchmarks/gpu_session.sh        # on a GPU: about 9 minutes
+#   OUT=/tmp/s DEVICE=cpu PRESET=tiny KERNELS=0 TRAIN_MINUTES=0.1 EVAL_N=2 EVAL_LENGTHS=1024 \
+#       BENCH_TOKENS=4096 bash benchmarks/gpu_session.sh  # smoke test on the CPU (tests/benchmarks)
+#
+# Only the source is needed: it runs as `python3 -m sleeptime` with torch, triton, typer, rich, safetensors and
+# numpy, no database packages. The working tree that travels must stay under 64 MiB: leave new run folders in
+# checkpoints/ out of it.
+set -uo pipefail
+
+OUT=${OUT:?set OUT to the results folder}
+DEVICE=${DEVICE:-cuda}
+PRESET=${PRESET:-gpu}
+KERNELS=${KERNELS:-1}
+TRAIN_MINUTES=${TRAIN_MINUTES:-5}
+EVAL_N=${EVAL_N:-40}
+EVAL_LENGTHS=${EVAL_LENGTHS:-1024,4096,32768}
+BENCH_TOKENS=${BENCH_TOKENS:-65536,1048576}
+PYTHON=${PYTHON:-python3}
+RUN=${RUN:-$(mktemp -d)/run}  # optimizer state stays here: only the model comes back
+
+OUT=$(mkdir -p "$OUT" && cd "$OUT" && pwd)
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1
+failed=0
+say() { echo "== $*" | tee -a "$OUT/session.log" >&2; }  # stderr: a step's stdout may be its result file
+step() {  # step NAME COMMAND...: run it with its stderr in the log, remember a failure
+    local name=$1; shift
+    say "$name: $*"
+    local start=$SECONDS
+    "$@" 2>>"$OUT/session.log" || { say "$name FAILED (exit $?)"; failed=1; }
+    say "$name took $((SECONDS - start)) s"
+}
+
+if [ "$DEVICE" = cuda ]; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >>"$OUT/session.log" 2>&1
+fi
+"$PYTHON" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" \
+    >>"$OUT/session.log" 2>&1
+
+if [ "$KERNELS" = 1 ]; then
+    step kernels timeout 180 "$PYTHON" benchmarks/gpu_kernels.py --out "$OUT/gpu_kernels.md"
+fi
+step bench "$PYTHON" -m sleeptime bench model --device "$DEVICE" --tokens "$BENCH_TOKENS" --threads 4 --json \
+    >"$OUT/bench_model.jsonl"
+step train "$PYTHON" -m sleeptime train --preset "$PRESET" --device "$DEVICE" --max-minutes "$TRAIN_MINUTES" \
+    --out "$RUN" >/dev/null
+cp "$RUN/model.safetensors" "$RUN/train.log.jsonl" "$OUT/" 2>>"$OUT/session.log" || failed=1
+step reading "$PYTHON" -m sleeptime eval --model "$OUT/model.safetensors" --device "$DEVICE" --reading \
+    --tasks chat,passkey --lengths 1024 --n "$EVAL_N" --json >"$OUT/reading.jsonl"
+step recall "$PYTHON" -m sleeptime eval --model "$OUT/model.safetensors" --device "$DEVICE" --tasks chat,passkey \
+    --lengths "$EVAL_LENGTHS" --n "$EVAL_N" --batch "$EVAL_N" --json >"$OUT/recall.jsonl"
+exit $failed

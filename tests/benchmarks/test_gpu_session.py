@@ -1,0 +1,68 @@
+"""benchmarks/gpu_session.sh, the prepared GPU lease, run end to end on the CPU at a tiny size."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sleeptime.models.engine import MemoryEngine
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "gpu_session.sh"
+SMOKE = {
+    "DEVICE": "cpu", "PRESET": "tiny", "KERNELS": "0", "TRAIN_MINUTES": "0.05", "EVAL_N": "2",
+    "EVAL_LENGTHS": "1024", "BENCH_TOKENS": "2048", "PYTHON": sys.executable,
+}
+
+
+def run_session(out: Path, **overrides) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OUT=str(out), **(SMOKE | overrides))
+    return subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def json_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_the_session_trains_evaluates_and_benches_into_out(tmp_path):
+    out = tmp_path / "out"
+    proc = run_session(out)
+    assert proc.returncode == 0, proc.stderr + (out / "session.log").read_text()
+    files = {p.name for p in out.iterdir()}
+    assert files == {
+        "session.log", "bench_model.jsonl", "model.safetensors", "train.log.jsonl", "reading.jsonl", "recall.jsonl"
+    }
+    assert len(files) <= 8  # what a lease sends back
+    [bench] = json_lines(out / "bench_model.jsonl")
+    assert bench["device"] == "cpu" and bench["tokens"] > 1024 and bench["tokens_per_s"] > 0
+    trained = MemoryEngine.load(str(out / "model.safetensors"), "cpu")
+    assert trained.model.cfg.dim == 32  # the tiny preset, not the shipped model
+    assert json_lines(out / "train.log.jsonl")[-1]["step"] >= 1
+    for name in ("reading.jsonl", "recall.jsonl"):
+        cells = json_lines(out / name)
+        assert {(c["task"], c["tokens"], c["n"]) for c in cells} == {("chat", 1024, 2), ("passkey", 1024, 2)}
+
+
+def test_a_failed_step_fails_the_session_but_the_others_still_run(tmp_path):
+    out = tmp_path / "out"
+    proc = run_session(out, PRESET="no-such-preset")
+    assert proc.returncode == 1
+    log = (out / "session.log").read_text()
+    assert "train FAILED" in log and "unknown preset" in log
+    assert json_lines(out / "bench_model.jsonl")[0]["tokens_per_s"] > 0  # ran before the failure
+    assert "reading FAILED" in log  # no model to read with, and it says so
+
+
+def test_bench_model_refuses_an_unknown_device():
+    proc = subprocess.run(
+        [sys.executable, "-m", "sleeptime", "bench", "model", "--device", "tpu"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == ["error: device must be cpu or cuda, got 'tpu'"]
+
+
+def test_python_dash_m_runs_the_cli():
+    proc = subprocess.run([sys.executable, "-m", "sleeptime", "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip()
