@@ -34,8 +34,8 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(target: str | URL | Engine) -> None:
-    """Create or upgrade the schema to the newest revision (idempotent)."""
+def upgrade(target: str | URL | Engine, revision: str = "head") -> None:
+    """Create or upgrade the schema to `revision`, the newest by default (idempotent)."""
     engine = target if isinstance(target, Engine) else make_engine(target)
     config = _config()
     # DDL is a write: on SQLite it must hold the write lock for the whole migration
@@ -44,7 +44,7 @@ def upgrade(target: str | URL | Engine) -> None:
             # two processes starting at once: the second waits here, then finds the schema at head
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)
     if not isinstance(target, Engine):
         engine.dispose()
 

@@ -106,6 +106,7 @@ class Checkpoint(Base):
 
 class ConsolidationRun(Base):
     __tablename__ = "consolidation_runs"
+    __table_args__ = (Index("ix_consolidation_runs_finished_at", "finished_at"),)  # trim_history deletes by age
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     context_id: Mapped[int] = mapped_column(ForeignKey("contexts.id", ondelete="CASCADE"), index=True)
@@ -150,7 +151,10 @@ class PrecomputedAnswer(Base):
 
 class QueryLog(Base):
     __tablename__ = "query_log"
-    __table_args__ = (Index("ix_query_log_context_id_created_at", "context_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_query_log_context_id_created_at", "context_id", "created_at"),
+        Index("ix_query_log_created_at", "created_at"),  # trim_history deletes by age across contexts
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     context_id: Mapped[int] = mapped_column(ForeignKey("contexts.id", ondelete="CASCADE"))
@@ -174,6 +178,7 @@ class Job(Base):
             postgresql_where=text("status = 'queued'"),
         ),
         Index("ix_jobs_status_id", "status", "id"),
+        Index("ix_jobs_status_updated_at", "status", "updated_at"),  # trim_history: finished jobs by age
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

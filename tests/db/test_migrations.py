@@ -47,3 +47,32 @@ def test_concurrent_upgrades_serialise(db_url):
     engine = make_engine(db_url)
     assert current_revision(engine) == head_revision()
     engine.dispose()
+
+
+def test_upgrading_a_0001_database_keeps_its_data(db_url):
+    upgrade(db_url, "0001")
+    with Store(db_url) as store:
+        store.ensure_context("alice")
+        store.append_messages("alice", [("user", "my locker code is 4821", 22)])
+        store.log_query("alice", "what is my locker code?", "live", 12.5, None)
+        store.migrate()
+        store.require_schema()
+        assert [m.content for m in store.messages_after("alice", 0)] == ["my locker code is 4821"]
+        assert store.recent_questions("alice") == ["what is my locker code?"]
+
+
+def test_trimming_history_reads_the_age_indexes(tmp_path):
+    """On a large query log a full scan per trim would grow with every answer ever given: the plan must use an index."""
+    url = f"sqlite:///{tmp_path / 'plan.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    plans = {
+        "query_log": "DELETE FROM query_log WHERE created_at < '2026-01-01'",
+        "jobs": "DELETE FROM jobs WHERE status IN ('done', 'failed') AND updated_at < '2026-01-01'",
+        "consolidation_runs": "DELETE FROM consolidation_runs WHERE status != 'running' AND finished_at < '2026-01-01'",
+    }
+    with engine.connect() as conn:
+        for table, statement in plans.items():
+            plan = " ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}"))
+            assert f"SEARCH {table} USING" in plan and "INDEX" in plan, (table, plan)
+    engine.dispose()
