@@ -6,7 +6,8 @@ a_t = 1 - alpha_t by every later decay. The log of the product of those factors 
 this reports per layer and head: "erase" (from the writes) and "decay". Recall at N tokens needs both to stay small
 over N tokens, which is why training penalises the write strength (`write_penalty` in train.py). "decay before" is
 the same log over the tokens before the value: how much of the learned initial state is left when the value is
-written beside it.
+written beside it; "alpha mean" and "alpha max" are the forget rates over the whole history, "init norm" the size of
+that initial state.
 
     python -m sleeptime.training.diagnose --model demo --tokens 32768
 
@@ -27,7 +28,11 @@ from sleeptime.models.titans import TitansLM
 from sleeptime.training.data import Sample, make_sample
 from sleeptime.training.evaluate import history_ids
 
-FIELDS = ("write_value", "write_after", "max_write_after", "written_after", "overlap_after", "erase", "decay", "decay_before")
+FIELDS = (
+    "write_value", "write_after", "max_write_after", "written_after", "overlap_after", "erase", "decay", "decay_before",
+    "alpha_mean", "alpha_max", "init_norm",
+)
+MAXIMA = ("max_write_after", "alpha_max")  # over several samples: the maximum, not the mean
 
 
 @dataclass
@@ -44,6 +49,9 @@ class HeadRetention:
     # sum of log(1 - alpha_t) before the value: how far the learned initial state has faded when the value is written
     # (decay after it scales the value and what is left of the initial state alike; decay before it does not)
     decay_before: float
+    alpha_mean: float  # mean forget rate alpha over the whole history (0 below a decay floor)
+    alpha_max: float  # the largest forget rate anywhere in the history
+    init_norm: float  # Frobenius norm of the head's learned initial state, which decay fades along with the rest
 
 
 def value_position(ids: np.ndarray, value: str) -> int:
@@ -86,6 +94,9 @@ def retention(model: TitansLM, sample: Sample, segment: int = 2048) -> list[Head
         if start <= t[-1] and t[0] <= end:
             inside = (t >= start) & (t <= end)
             add(layer, "write_value", beta[:, inside].sum(-1))
+        add(layer, "alpha_mean", alpha.sum(-1))
+        peak_alpha = sums.get((layer, "alpha_max"), torch.zeros_like(alpha[:, 0]))
+        sums[layer, "alpha_max"] = torch.maximum(peak_alpha, alpha.max(-1).values)
         if t[0] < start:
             add(layer, "decay_before", torch.log1p(-alpha[:, t < start]).sum(-1))
         if t[0] <= end <= t[-1]:
@@ -119,24 +130,26 @@ def retention(model: TitansLM, sample: Sample, segment: int = 2048) -> list[Head
     for layer, memory in enumerate(memories):
         zero = torch.zeros(memory.cfg.heads, dtype=torch.float64)
         total = {name: sums.get((layer, name), zero).tolist() for name in FIELDS}
+        init_norms = torch.linalg.matrix_norm(memory.init_state.double()).tolist()
         for head in range(memory.cfg.heads):
             rows.append(
                 HeadRetention(
                     layer, head, total["write_value"][head] / n_value, total["write_after"][head] / n_after,
                     total["max_write_after"][head], total["written_after"][head] / n_after,
                     total["overlap_after"][head] / n_after, total["erase"][head], total["decay"][head],
-                    total["decay_before"][head],
+                    total["decay_before"][head], total["alpha_mean"][head] / len(ids), total["alpha_max"][head],
+                    init_norms[head],
                 )
             )
     return rows
 
 
 def average(runs: list[list[HeadRetention]]) -> list[HeadRetention]:
-    """The mean over samples of every field but the strongest write, which is the maximum over them."""
+    """The mean over samples of every field but the strongest write and forget rate, the maxima over them."""
 
     def combine(rows: tuple[HeadRetention, ...], name: str) -> float:
         values = [getattr(r, name) for r in rows]
-        return max(values) if name == "max_write_after" else sum(values) / len(values)
+        return max(values) if name in MAXIMA else sum(values) / len(values)
 
     return [
         HeadRetention(rows[0].layer, rows[0].head, *(combine(rows, f) for f in FIELDS))
@@ -157,13 +170,17 @@ def main(argv: list[str] | None = None) -> None:
         retention(model, make_sample("passkey", seed, split="heldout", target_tokens=args.tokens, depth=args.depth))
         for seed in range(args.samples)
     ]
-    print("layer head  b(value)  b(after)  max b after  written  overlap  log-retention: erase  decay  decay before")
+    print(
+        "layer head  b(value)  b(after)  max b after  written  overlap  log-retention: erase  decay  decay before"
+        "  alpha mean  alpha max  init norm"
+    )
     for r in average(runs):
         print(
             f"{r.layer:5d} {r.head:4d}  {r.write_value:8.3f}  {r.write_after:8.4f}  {r.max_write_after:12.4f}"
             f"  {r.written_after:7.4f}"
             f"  {r.overlap_after:7.3f}"
             f"  {r.erase:20.2f}  {r.decay:6.2f}  {r.decay_before:12.2f}"
+            f"  {r.alpha_mean:10.2e}  {r.alpha_max:9.2e}  {r.init_norm:9.2f}"
         )
 
 

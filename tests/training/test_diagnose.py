@@ -38,10 +38,15 @@ def test_retention_reads_the_gates_the_model_writes_with():
         assert r.written_after == 1.0 and r.max_write_after == pytest.approx(0.5)
         assert r.decay == pytest.approx(after * math.log(0.99))
         assert r.decay_before == pytest.approx(before * math.log(0.99))
+        assert r.alpha_mean == pytest.approx(0.01) and r.alpha_max == pytest.approx(0.01)
         # unit keys: each later write takes off between nothing and half of the value's direction
         assert 0 < r.overlap_after <= 1
         assert after * math.log(0.5) <= r.erase < 0
         assert r.erase == pytest.approx(after * math.log(1 - 0.5 * r.overlap_after), rel=0.5)
+    with torch.no_grad():
+        model.blocks[1].memory.init_state[0].fill_(0.5)  # Frobenius norm 0.5 * head_dim
+    norms = [r.init_norm for r in retention(model, sample, segment=128)]
+    assert norms == [0.0, 0.0, pytest.approx(0.5 * model.blocks[1].memory.cfg.head_dim), 0.0]
 
 
 def test_a_write_floor_above_every_write_leaves_nothing_written_after_the_value():
@@ -54,10 +59,10 @@ def test_a_write_floor_above_every_write_leaves_nothing_written_after_the_value(
     assert all(r.written_after == 0 and r.write_after == r.max_write_after == 0 and r.erase == 0 for r in rows)
 
 
-def test_averaging_samples_keeps_the_strongest_write_of_any():
+def test_averaging_samples_keeps_the_strongest_write_and_forget_rate_of_any():
     from sleeptime.training.diagnose import FIELDS, HeadRetention, average
 
     a = HeadRetention(0, 1, **{f: 1.0 for f in FIELDS})
-    b = HeadRetention(0, 1, **{f: 3.0 for f in FIELDS} | {"max_write_after": 0.5})
+    b = HeadRetention(0, 1, **{f: 3.0 for f in FIELDS} | {"max_write_after": 0.5, "alpha_max": 0.5})
     (row,) = average([[a], [b]])
-    assert row.max_write_after == 1.0 and row.write_after == row.decay_before == 2.0
+    assert row.max_write_after == row.alpha_max == 1.0 and row.write_after == row.decay_before == row.alpha_mean == 2.0
