@@ -296,6 +296,26 @@ def _resume(out: Path, model: TitansLM, opt: torch.optim.Optimizer) -> dict | No
     return json.loads(checkpoint.read_model_metadata(model_file)["progress"])
 
 
+def init_weights(model: TitansLM, path: Path) -> list[str]:
+    """Load a model file's weights into `model`; returns the names of the file's weights it has no place for.
+
+    Those are allowed so that a baseline with the memory switched off (variant swa, or the full-attention preset)
+    can start from a memory model's attention, MLP and embedding weights; every weight the model has must be in the
+    file, with its shape.
+    """
+    weights = load_file(str(path))
+    own = model.state_dict()
+    missing = [name for name in own if name not in weights]
+    wrong = [f"{n} {tuple(weights[n].shape)} != {tuple(p.shape)}" for n, p in own.items() if n in weights and weights[n].shape != p.shape]
+    if missing or wrong:
+        raise ValueError(f"{path} does not fit this model: missing {missing[:4]}, wrong shapes {wrong[:4]}")
+    unused = sorted(set(weights) - set(own))
+    if unused:
+        log.warning("init from %s: %d weights this model has no place for, e.g. %s", path, len(unused), unused[0])
+    model.load_state_dict({name: weights[name] for name in own})
+    return unused
+
+
 def train(
     cfg: TrainConfig,
     out: Path,
@@ -322,7 +342,7 @@ def train(
     if progress is None:
         progress = {"step": 0, "stage": 0, "stage_step": 0, "seconds": 0.0, "exact": 0.0}
         if init_from is not None:
-            model.load_state_dict(load_file(str(init_from)))
+            init_weights(model, init_from)
     rng = random.Random(f"{cfg.seed}-{progress['step']}")
     started = time.monotonic()
     seconds_before = progress["seconds"]

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from sleeptime.models.engine import MemoryEngine
+from sleeptime.models.titans import TitansLM
 from sleeptime.training.evaluate import evaluate_cell
 from sleeptime.training.train import Stage, batch_loss, make_batch, preset, train, with_overrides, write_strengths
 
@@ -140,3 +141,26 @@ def test_overrides_set_the_models_write_and_decay_floors():
     with pytest.raises(ValueError, match="delta-rule"):
         with_overrides(replace(preset("sparse"), model=replace(preset("sparse").model, memory=replace(
             preset("sparse").model.memory, kind="titans"))), write_floor=0.05)
+
+
+def test_a_memory_off_baseline_starts_from_a_memory_models_other_weights(tmp_path):
+    from dataclasses import replace
+
+    from sleeptime.models import checkpoint
+    from sleeptime.training.train import init_weights
+
+    torch.manual_seed(0)
+    memory_model = TitansLM(preset("tiny").model)
+    path = tmp_path / "mal.safetensors"
+    checkpoint.save_model(memory_model, path)
+    baseline = TitansLM(replace(preset("tiny").model, variant="swa", window=4096))
+    unused = init_weights(baseline, path)
+    assert unused and all(".memory." in name or "norm_attn" in name for name in unused)
+    source = memory_model.state_dict()
+    assert all(torch.equal(value, source[name]) for name, value in baseline.state_dict().items())
+    # the other way round the file lacks the memory: refused, and the model is left as it was
+    before = {n: v.clone() for n, v in memory_model.state_dict().items()}
+    checkpoint.save_model(baseline, tmp_path / "swa.safetensors")
+    with pytest.raises(ValueError, match="does not fit this model: missing"):
+        init_weights(memory_model, tmp_path / "swa.safetensors")
+    assert all(torch.equal(v, before[n]) for n, v in memory_model.state_dict().items())
