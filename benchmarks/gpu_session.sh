@@ -24,6 +24,7 @@ TRAIN_MINUTES=${TRAIN_MINUTES:-5}
 EVAL_N=${EVAL_N:-40}
 EVAL_LENGTHS=${EVAL_LENGTHS:-1024,4096,32768}
 BENCH_TOKENS=${BENCH_TOKENS:-65536,1048576}
+TRAIN_ARGS=${TRAIN_ARGS:-}  # e.g. "--init-from sleeptime/models/shipped/demo.safetensors --write-floor 0.05"
 PYTHON=${PYTHON:-python3}
 RUN=${RUN:-$(mktemp -d)/run}  # optimizer state stays here: only the model comes back
 
@@ -52,7 +53,7 @@ fi
 step bench "$PYTHON" -m sleeptime bench model --device "$DEVICE" --tokens "$BENCH_TOKENS" --threads 4 --json \
     >"$OUT/bench_model.jsonl"
 step train "$PYTHON" -m sleeptime train --preset "$PRESET" --device "$DEVICE" --max-minutes "$TRAIN_MINUTES" \
-    --out "$RUN" >/dev/null
+    --out "$RUN" $TRAIN_ARGS >/dev/null  # unquoted: several arguments
 cp "$RUN/model.safetensors" "$RUN/train.log.jsonl" "$OUT/" 2>>"$OUT/session.log" || failed=1
 step reading "$PYTHON" -m sleeptime eval --model "$OUT/model.safetensors" --device "$DEVICE" --reading \
     --tasks chat,passkey --lengths 1024 --n "$EVAL_N" --json >"$OUT/reading.jsonl"

@@ -27,7 +27,7 @@ def json_lines(path: Path) -> list[dict]:
 
 def test_the_session_trains_evaluates_and_benches_into_out(tmp_path):
     out = tmp_path / "out"
-    proc = run_session(out)
+    proc = run_session(out, TRAIN_ARGS="--write-penalty 0.25 --decay-floor 0.001")
     assert proc.returncode == 0, proc.stderr + (out / "session.log").read_text()
     files = {p.name for p in out.iterdir()}
     assert files == {
@@ -38,6 +38,7 @@ def test_the_session_trains_evaluates_and_benches_into_out(tmp_path):
     assert bench["device"] == "cpu" and bench["tokens"] > 1024 and bench["tokens_per_s"] > 0
     trained = MemoryEngine.load(str(out / "model.safetensors"), "cpu")
     assert trained.model.cfg.dim == 32  # the tiny preset, not the shipped model
+    assert trained.model.cfg.memory.decay_floor == 0.001  # TRAIN_ARGS reached the trainer
     assert json_lines(out / "train.log.jsonl")[-1]["step"] >= 1
     for name in ("reading.jsonl", "recall.jsonl"):
         cells = json_lines(out / name)
