@@ -133,6 +133,15 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
             task_options=SHORT_CHAT,
         )
         cfg = replace(cfg, stages=(chat,), warmup=10, save_every=25)
+    elif name == "read":
+        # "chat" at short lengths only: the statements it misreads sit within a few hundred bytes of the question,
+        # and short histories give about four times as many chat answers per CPU minute
+        cfg = preset("demo")
+        read = Stage(
+            "read", {"chat": 0.8, "passkey": 0.2}, (256, 448), batch=16, steps=1200,
+            task_options={"chat": {"n_facts": (1, 2), "update_prob": 0.3}},
+        )
+        cfg = replace(cfg, stages=(read,), warmup=10, save_every=25)
     elif name == "gpu":
         # for a short GPU lease (benchmarks/gpu_session.sh): four times the demo's width per layer and twice its
         # depth, the same skills-first curriculum with chat in every stage after the copy, larger batches; stop it
@@ -152,7 +161,7 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         cfg = preset("demo", variant="swa")
         cfg = replace(cfg, model=replace(cfg.model, window=8192), stages=cfg.stages[:4])
     else:
-        raise ValueError(f"unknown preset {name!r}; expected tiny, demo, mix, long, sparse, chat, gpu or full")
+        raise ValueError(f"unknown preset {name!r}; expected tiny, demo, mix, long, sparse, chat, read, gpu or full")
     if variant:
         cfg = replace(cfg, model=replace(cfg.model, variant=variant))
     return cfg
