@@ -164,3 +164,16 @@ def test_a_memory_off_baseline_starts_from_a_memory_models_other_weights(tmp_pat
     with pytest.raises(ValueError, match="does not fit this model: missing"):
         init_weights(memory_model, tmp_path / "swa.safetensors")
     assert all(torch.equal(v, before[n]) for n, v in memory_model.state_dict().items())
+
+
+@pytest.mark.parametrize("name", ["tiny", "demo", "mix", "long", "sparse", "chat", "read", "gpu", "full"])
+def test_every_preset_builds_a_model_small_enough_to_ship(name):
+    cfg = preset(name)
+    n_params = sum(p.numel() for p in TitansLM(cfg.model).parameters())
+    assert n_params * 4 <= 25e6  # fp32 weights within the shipped model's limit
+    assert cfg.total_steps > 0 and all(0 < sum(s.tasks.values()) <= 1 + 1e-9 for s in cfg.stages)
+
+
+def test_an_unknown_preset_names_the_known_ones():
+    with pytest.raises(ValueError, match="expected tiny, demo, .* read, gpu or full"):
+        preset("huge")
