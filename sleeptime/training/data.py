@@ -216,6 +216,14 @@ def _date(rng: random.Random) -> str:
 
 
 def _raw_value(kind: str, rng: random.Random, pool: Pools) -> str:
+    if kind == "novel":
+        # any shape, whatever the attribute: a value that only copying gets right (see `novel_values`)
+        shape = rng.randrange(4)
+        if shape == 0:
+            return _made_up_word(rng, pool.syllables).capitalize()
+        if shape == 1:
+            return f"{_made_up_word(rng, pool.syllables)} {_made_up_word(rng, pool.syllables)}"
+        return _digits(rng, rng.randint(2, 8)) if shape == 2 else _alnum(rng)
     if kind == "code":
         return _digits(rng, rng.randint(3, 6))
     if kind == "alnum":
@@ -521,6 +529,7 @@ def make_chat_sample(
     embed_prob: float = 0.3,
     kinds: Sequence[str] | None = None,
     others_depth: tuple[float, float] = (0.0, 1.0),
+    novel_values: float = 0.0,
 ) -> Sample:
     """A chat transcript with `n_facts` attributes stated (and some restated with a new value) among chit-chat.
 
@@ -528,7 +537,9 @@ def make_chat_sample(
     None), and with probability `update_prob` earlier, different values of it come before. Every other attribute is
     also queried in `queries`, always for its latest value; their statements fall uniformly within `others_depth`.
     `embed_prob` hides a statement inside chit-chat sentences; `kinds` restricts the value kinds (a curriculum can
-    start with digit codes only).
+    start with digit codes only). `novel_values` is the share of values drawn in a random shape unrelated to the
+    attribute (made-up words, digits, codes of the split): a small model otherwise learns the training split's
+    lists of cities, dishes and titles and answers from them instead of copying the value it read.
     """
     pool = pools(_check_split(split))
     rng = random.Random(f"chat:{split}:{seed}")
@@ -539,9 +550,12 @@ def make_chat_sample(
         raise ValueError(f"n_facts must be between 1 and {len(attributes)}, got {n}")
     if not 0.0 <= others_depth[0] <= others_depth[1] <= 1.0:
         raise ValueError(f"others_depth must be a range within [0, 1], got {others_depth}")
+    if not 0.0 <= novel_values <= 1.0:
+        raise ValueError(f"novel_values must be within [0, 1], got {novel_values}")
     for _ in range(_MAX_TRIES):
         plan = _plan_chat(
-            rng, pool, attributes, n, depth, update_prob, other_update_prob, max_updates, embed_prob, others_depth
+            rng, pool, attributes, n, depth, update_prob, other_update_prob, max_updates, embed_prob, others_depth,
+            novel_values,
         )
         if plan is not None:
             placed, facts, queries, forbidden = plan
@@ -550,7 +564,9 @@ def make_chat_sample(
     raise RuntimeError(f"could not plan a leak-free chat sample in {_MAX_TRIES} tries")
 
 
-def _plan_chat(rng, pool, attributes, n, depth, update_prob, other_update_prob, max_updates, embed_prob, others_depth):
+def _plan_chat(
+    rng, pool, attributes, n, depth, update_prob, other_update_prob, max_updates, embed_prob, others_depth, novel_values
+):
     """One attempt at a chat plan; None when a value would show up outside its own statement."""
     chosen = rng.sample(attributes, n)
     taken: list[str] = []
@@ -560,7 +576,9 @@ def _plan_chat(rng, pool, attributes, n, depth, update_prob, other_update_prob, 
     for index, attribute in enumerate(chosen):
         p = update_prob if index == 0 else other_update_prob
         count = 1 + (rng.randint(1, max_updates) if max_updates > 0 and rng.random() < p else 0)
-        values = [_fresh_value(attribute.kind, rng, pool.split, taken) for _ in range(count)]
+        # no draw when novel_values is 0: the samples (and the held-out split) stay those of before the option
+        kind = "novel" if novel_values > 0 and rng.random() < novel_values else attribute.kind
+        values = [_fresh_value(kind, rng, pool.split, taken) for _ in range(count)]
         if index == 0:
             # the main attribute's final value lands exactly at `depth`, its older values before it
             depths = sorted(rng.uniform(0.0, depth) for _ in range(count - 1)) + [depth]

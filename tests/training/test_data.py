@@ -341,3 +341,32 @@ def test_generators_do_not_import_torch():
     code = "import sys, sleeptime.training; sleeptime.training.make_chat_sample(0); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_the_heldout_questions_stay_those_every_recorded_evaluation_asked():
+    """docs/ compares models across sessions on the same held-out samples: changing a generator must not move them."""
+    from sleeptime.training.evaluate import HELDOUT_SEED
+
+    chat = [make_sample("chat", HELDOUT_SEED + i, split="heldout", target_tokens=1024).answer_value for i in range(3)]
+    passkey = [make_sample("passkey", HELDOUT_SEED + i, split="heldout", target_tokens=1024).answer_value for i in (2, 32)]
+    assert chat == ["15850", "Cosima", "roasted curry"]
+    assert passkey == ["36141", "44465"]
+
+
+@pytest.mark.parametrize("split", data.SPLITS)
+def test_novel_values_have_any_shape_and_stay_in_their_split(split):
+    samples = [make_chat_sample(s, split=split, target_tokens=400, novel_values=1.0) for s in range(60)]
+    values = [f.value for s in samples for f in s.facts]
+    assert all(value_split(v) == split for v in values)
+    # the shape says nothing about the attribute: made-up words (one or two), digits and codes for any kind
+    shapes = {"word" if v.replace(" ", "").isalpha() else "digits" if v.isdigit() else "code" for v in values}
+    assert shapes == {"word", "digits", "code"}
+    pool = pools(split)
+    assert not any(v in vocab.CITIES for v in values)
+    words = [w.casefold() for v in values if v.replace(" ", "").isalpha() for w in v.split()]
+    assert all(segmentable(w, set(pool.syllables)) for w in words)
+    for s in samples:  # no chit-chat around the facts mentions a value, however short (two digits)
+        chatter = [t.content.casefold() for t in s.history.iter_turns() if t.kind not in ("fact", "ack")]
+        assert not any(f.value.casefold() in text for f in s.facts for text in chatter)
+    with pytest.raises(ValueError, match="novel_values"):
+        make_chat_sample(0, novel_values=1.5)
