@@ -199,6 +199,9 @@ def train_cmd(
     decay_floor: Annotated[
         float | None, typer.Option(min=0, max=0.99, help="Delta-rule forget rates below this are dropped to 0.")
     ] = None,
+    novel_values: Annotated[
+        float | None, typer.Option(min=0, max=1, help="Share of chat values drawn in a random shape (copy, not recall a list).")
+    ] = None,
 ):
     """Train a memory model through its inner updates (curriculum of streamed histories); resumable."""
     from pathlib import Path
@@ -214,7 +217,7 @@ def train_cmd(
     try:
         cfg = with_overrides(
             make_preset(preset, variant), write_penalty=write_penalty, steps=steps, write_floor=write_floor,
-            decay_floor=decay_floor,
+            decay_floor=decay_floor, novel_values=novel_values,
         )
         dev = pick_device(device)
     except ValueError as exc:

@@ -171,12 +171,23 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
 
 def with_overrides(
     cfg: TrainConfig, write_penalty: float | None = None, steps: int | None = None, write_floor: float | None = None,
-    decay_floor: float | None = None,
+    decay_floor: float | None = None, novel_values: float | None = None,
 ) -> TrainConfig:
-    """A recipe with its write penalty, the model's write and decay floors and, for a one-stage recipe, its number
-    of steps replaced (None: kept)."""
+    """A recipe with its write penalty, the model's write and decay floors, the share of novel chat values in every
+    stage that has chat and, for a one-stage recipe, its number of steps replaced (None: kept)."""
     if write_penalty is not None:
         cfg = replace(cfg, write_penalty=write_penalty)
+    if novel_values is not None:
+        if not 0.0 <= novel_values <= 1.0:
+            raise ValueError(f"novel_values must be within [0, 1], got {novel_values}")
+
+        def with_novel(stage: Stage) -> Stage:
+            if "chat" not in stage.tasks:
+                return stage
+            chat = stage.task_options.get("chat", {}) | {"novel_values": novel_values}
+            return replace(stage, task_options=stage.task_options | {"chat": chat})
+
+        cfg = replace(cfg, stages=tuple(with_novel(s) for s in cfg.stages))
     cfg = replace(cfg, model=replace(cfg.model, memory=cfg.model.memory.with_floors(write_floor, decay_floor)))
     if steps is not None:
         if len(cfg.stages) != 1:

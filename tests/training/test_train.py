@@ -143,6 +143,21 @@ def test_overrides_set_the_models_write_and_decay_floors():
             preset("sparse").model.memory, kind="titans"))), write_floor=0.05)
 
 
+def test_overrides_set_the_novel_values_of_every_chat_stage_and_keep_its_other_options():
+    demo = preset("demo")
+    cfg = with_overrides(demo, novel_values=0.25)
+    for before, after in zip(demo.stages, cfg.stages, strict=True):
+        if "chat" in before.tasks:
+            assert after.task_options["chat"] == before.task_options.get("chat", {}) | {"novel_values": 0.25}
+        else:
+            assert after == before
+    rng = random.Random(0)
+    ids, _ = make_batch(replace(cfg.stages[1], batch=2), rng)  # the generator takes the option
+    assert ids.shape[0] == 2
+    with pytest.raises(ValueError, match="novel_values"):
+        with_overrides(demo, novel_values=2.0)
+
+
 def test_a_memory_off_baseline_starts_from_a_memory_models_other_weights(tmp_path):
     from dataclasses import replace
 
