@@ -538,8 +538,8 @@ def make_chat_sample(
     also queried in `queries`, always for its latest value; their statements fall uniformly within `others_depth`.
     `embed_prob` hides a statement inside chit-chat sentences; `kinds` restricts the value kinds (a curriculum can
     start with digit codes only). `novel_values` is the share of values drawn in a random shape unrelated to the
-    attribute (made-up words, digits, codes of the split): a small model otherwise learns the training split's
-    lists of cities, dishes and titles and answers from them instead of copying the value it read.
+    attribute (made-up words, digits, codes of the split): such a value cannot be guessed from the attribute or
+    from the training split's lists of cities, dishes and titles, only copied from the statement.
     """
     pool = pools(_check_split(split))
     rng = random.Random(f"chat:{split}:{seed}")

@@ -134,10 +134,11 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         )
         cfg = replace(cfg, stages=(chat,), warmup=10, save_every=25)
     elif name == "read":
-        # "chat" at short lengths only, half its values novel: the shipped model answers held-out chat questions
-        # with values from the training split's lists ("cool copper", "The Distant Pass"), not with the value it
-        # read, and a value of any shape can only be copied; short histories give about four times as many chat
-        # answers per CPU minute
+        # "chat" at short lengths only, half its values novel: asked right after the statement, the shipped model
+        # answers held-out chat questions with near-copies ("657051" for 357051), made-up values of the right
+        # shape, the pass key, or now and then a value of the training split ("sky blue"): it has not learned to
+        # copy what it read, and a value of any shape can only be copied. Short histories give about four times as
+        # many chat answers per CPU minute
         cfg = preset("demo")
         read = Stage(
             "read", {"chat": 0.8, "passkey": 0.2}, (256, 448), batch=16, steps=1200,
