@@ -1,11 +1,13 @@
-"""The one entry point to the memory update: Triton on CUDA tensors, the C++ fast path for no-grad fp32 work on the
-CPU (kernels/cpu.py, `SLEEPTIME_CPU_KERNEL=0` turns it off), the plain-torch reference for everything else.
+"""The one entry point to the memory updates (the Titans MLP memory and the gated delta rule): Triton on CUDA
+tensors, the C++ fast path for no-grad fp32 Titans work on the CPU (kernels/cpu.py, `SLEEPTIME_CPU_KERNEL=0` turns it
+off), the plain-torch reference for everything else.
 
 `SLEEPTIME_KERNELS=torch|triton|auto` (default auto) forces a path; the model and the jobs call only this module.
 auto takes Triton for CUDA tensors when triton imports. triton on CPU tensors runs the kernels under Triton's
 interpreter, which must be switched on (TRITON_INTERPRET=1) before the first kernel module is imported.
 Whatever the choice, a call that Triton does not cover goes to the reference: one that needs gradients (the kernels
-are forward-only), a rule or head size without a kernel (`triton_titans.supports`), or fp64 inputs.
+are forward-only), a rule or size without a kernel (`triton_titans.supports`, `triton_delta.supports`), or fp64
+inputs.
 """
 
 from __future__ import annotations
@@ -81,5 +83,12 @@ def titans_update(
 def delta_update(
     state: Tensor, q: Tensor, k: Tensor, v: Tensor, beta: Tensor, alpha: Tensor, chunk_size: int = 64
 ) -> tuple[Tensor, Tensor]:
-    # TODO(issue "Triton kernels for the memory update"): a Triton delta-rule kernel; the reference runs meanwhile
+    if backend(k) == "triton":
+        from sleeptime.kernels import triton_delta
+
+        tensors = (state, q, k, v, beta, alpha)
+        fp64 = any(t.dtype == torch.float64 for t in tensors)
+        if not fp64 and not _needs_grad(*tensors) and triton_delta.supports(k.shape[-1], v.shape[-1], chunk_size):
+            return triton_delta.delta_update(state, q, k, v, beta, alpha, chunk_size)
+        log.debug("delta_update: the reference runs (grad, fp64 or sizes without a Triton kernel)")
     return reference.delta_update(state, q, k, v, beta, alpha, chunk_size)
