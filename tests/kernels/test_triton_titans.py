@@ -170,7 +170,7 @@ def test_titans_update_rejects_bad_input():
     DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1", reason="needs CUDA or the interpreter"
 )
 def test_benchmark_smoke(tmp_path):
-    """benchmarks/gpu_kernels.py --smoke checks the kernel against the reference and writes its table."""
+    """benchmarks/gpu_kernels.py --smoke checks both kernels against the reference and writes their tables."""
     out = tmp_path / "table.md"
     env = dict(os.environ, TRITON_INTERPRET=os.environ.get("TRITON_INTERPRET", "0"))
     proc = subprocess.run(
@@ -178,4 +178,6 @@ def test_benchmark_smoke(tmp_path):
         env=env, capture_output=True, text=True, timeout=300, check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "| chunk |" in out.read_text()
+    table = out.read_text()
+    assert "| chunk |" in table and "Gated delta rule" in table
+    assert table.count("| triton ieee |") == 4  # two chunk sizes, each for the Titans memory and the delta rule
