@@ -265,6 +265,9 @@ def eval_cmd(
         bool, typer.Option(help="Measure the reading ceiling instead: each question right after the message that "
                            "answers it, nothing recalled.")
     ] = False,
+    split: Annotated[
+        str, typer.Option(help="heldout, or train with --reading: does the model read its training samples only?")
+    ] = "heldout",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per cell.")] = False,
 ):
     """Recall accuracy against history length, through consolidation and answering, on held-out data."""
@@ -275,6 +278,10 @@ def eval_cmd(
 
     if reading and (rehearse_after or replay):
         raise SleeptimeError("--reading asks without consolidating a history: it takes no --rehearse-after or --replay")
+    if split not in ("heldout", "train"):
+        raise SleeptimeError(f"split must be heldout or train, got {split!r}")
+    if split == "train" and not reading:
+        raise SleeptimeError("--split train applies to --reading only: recall is measured on held-out data")
     tune_process(threads)
     try:
         engine = MemoryEngine.load(model, device)
@@ -296,7 +303,8 @@ def eval_cmd(
             console.print(table)
         return
     what = "reading ceiling" if reading else "recall"
-    table = Table(title=f"{what} on held-out data, model {engine.model_id}")
+    data = "training" if split == "train" else "held-out"
+    table = Table(title=f"{what} on {data} data, model {engine.model_id}")
     for col in ("task", "history tokens", "n", "accuracy", "seconds"):
         table.add_column(col)
 
@@ -305,7 +313,9 @@ def eval_cmd(
             print_json(cell.to_dict())
         table.add_row(cell.task, str(cell.tokens), str(cell.n), f"{cell.accuracy:.2f}", f"{cell.seconds:.0f}")
 
-    cells = evaluate(engine, task_list, length_list, n, batch, on_cell, replay=replay, first=first, reading=reading)
+    cells = evaluate(
+        engine, task_list, length_list, n, batch, on_cell, replay=replay, first=first, reading=reading, split=split
+    )
     if plot:
         plot_cells({engine.model_id: [c.to_dict() for c in cells]}, plot)
     if not as_json:

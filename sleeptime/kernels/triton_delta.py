@@ -87,7 +87,7 @@ def delta_update(
     if not supports(Dk, Dv, chunk_size):
         raise ValueError(f"no delta-rule kernel for key {Dk}, value {Dv}, chunk {chunk_size}: see supports()")
     N = B * H
-    flat = lambda x, *shape: x.reshape(*shape).to(torch.float32).contiguous()  # noqa: E731
+    flat = lambda x, *shape: x.reshape(*shape).to(torch.float32).contiguous()
     new_state = state.reshape(N, Dk, Dv).to(torch.float32, copy=True).contiguous()  # the kernel updates it in place
     out = torch.empty(N, T, Dv, device=k.device, dtype=torch.float32)
     if T > 0:

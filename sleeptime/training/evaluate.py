@@ -33,6 +33,7 @@ class Cell:
     n: int
     first: int = 0  # index of the first held-out sample: cells with disjoint ranges can be pooled
     hits: int = 0
+    split: str = "heldout"  # the reading ceiling can also be taken on training samples (an overfitting check)
     seconds: float = 0.0
     examples: list[tuple[str, str]] = field(default_factory=list)  # (expected, answered), a few for the report
     # every wrong answer: held-out sample index, planned depth of the statement asked about, expected, answered
@@ -56,7 +57,7 @@ class Cell:
         return {
             "task": self.task, "tokens": self.tokens, "n": self.n, "hits": self.hits,
             "accuracy": round(self.accuracy, 3), "seconds": round(self.seconds, 1), "first": self.first,
-            "examples": self.examples[:3], "misses": self.misses,
+            "examples": self.examples[:3], "misses": self.misses, "split": self.split,
         }
 
 
@@ -117,16 +118,18 @@ def answering_message(sample: Sample) -> dict[str, str]:
 
 
 def evaluate_reading(
-    engine: MemoryEngine, task: str, tokens: int, n: int, first: int = 0, max_answer_tokens: int = 48
+    engine: MemoryEngine, task: str, tokens: int, n: int, first: int = 0, max_answer_tokens: int = 48,
+    split: str = "heldout",
 ) -> Cell:
     """The reading ceiling of a cell: each held-out question asked right after the one message that states its
     answer, from an empty memory, so that nothing has to be recalled. A model that misses most questions here will
     not recall them through its memory either: its gap is in reading a statement, not in keeping it. (A lone message
-    is not the context its history gives it, so a single sample can go either way.)"""
+    is not the context its history gives it, so a single sample can go either way.) With split="train" the
+    samples come from the training split instead: a model that reads those and not the held-out ones overfits."""
     start = time.monotonic()
-    cell = Cell(task, tokens, n, first)
+    cell = Cell(task, tokens, n, first, split=split)
     for i in range(n):
-        sample = make_sample(task, HELDOUT_SEED + first + i, split="heldout", target_tokens=tokens)
+        sample = make_sample(task, HELDOUT_SEED + first + i, split=split, target_tokens=tokens)
         answer = engine.answer(
             engine.new_state(), sample.question, tail=[answering_message(sample)], max_new_tokens=max_answer_tokens
         )
@@ -138,14 +141,16 @@ def evaluate_reading(
 def evaluate(
     engine: MemoryEngine, tasks: Sequence[str] = ("passkey", "chat"), lengths: Sequence[int] = DEFAULT_LENGTHS,
     n: int = 20, batch: int = 8, on_cell: Callable[[Cell], None] | None = None, replay: int = 0, first: int = 0,
-    reading: bool = False,
+    reading: bool = False, split: str = "heldout",
 ) -> list[Cell]:
-    """reading: measure each cell's reading ceiling (`evaluate_reading`) instead of its recall."""
+    """reading: measure each cell's reading ceiling (`evaluate_reading`, on `split`) instead of its recall."""
+    if split != "heldout" and not reading:
+        raise ValueError("recall is measured on the held-out split only; split applies to the reading ceiling")
     cells = []
     for task in tasks:
         for tokens in lengths:
             if reading:
-                cell = evaluate_reading(engine, task, tokens, n, first)
+                cell = evaluate_reading(engine, task, tokens, n, first, split=split)
             else:
                 cell = evaluate_cell(engine, task, tokens, n, first, batch=batch, replay=replay)
             cells.append(cell)

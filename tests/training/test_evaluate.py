@@ -60,6 +60,13 @@ def test_reading_ceiling_asks_right_after_the_answering_message(tiny_engine):
     assert cell.hits == 2 - len(cell.misses) and all(m["sample"] in (3, 4) for m in cell.misses)
 
 
+def test_the_reading_ceiling_on_the_training_split_asks_training_samples(tiny_engine):
+    cell = evaluate_reading(tiny_engine, "chat", tokens=600, n=2, max_answer_tokens=4, split="train")
+    expected = [make_sample("chat", 10_000 + i, split="train", target_tokens=600).answer_value for i in range(2)]
+    assert [e for e, _ in cell.examples] == expected and cell.to_dict()["split"] == "train"
+    assert evaluate_reading(tiny_engine, "chat", 600, 1, max_answer_tokens=4).to_dict()["split"] == "heldout"
+
+
 def test_eval_refuses_reading_with_a_rehearsal_or_replay(tiny_model_path):
     from typer.testing import CliRunner
 
@@ -69,6 +76,10 @@ def test_eval_refuses_reading_with_a_rehearsal_or_replay(tiny_model_path):
     for extra in (["--rehearse-after", "100"], ["--replay", "1"]):
         result = CliRunner().invoke(app, ["eval", "--model", str(tiny_model_path), "--reading", *extra])
         assert isinstance(result.exception, SleeptimeError) and "--reading" in str(result.exception)
+    # training samples: only for the reading ceiling, and only the two splits
+    for extra, message in ((["--split", "train"], "--reading only"), (["--reading", "--split", "test"], "heldout or")):
+        result = CliRunner().invoke(app, ["eval", "--model", str(tiny_model_path), *extra])
+        assert isinstance(result.exception, SleeptimeError) and message in str(result.exception)
 
 
 def test_parts_of_a_cell_pool_into_one(tmp_path):
