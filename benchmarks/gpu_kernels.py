@@ -1,7 +1,7 @@
 """The memory updates, forward: Triton vs the torch reference (vs torch.compile of it, for the Titans memory).
 
 For each chunk size the script first checks the kernel against the reference in float64 on a short prefix, then
-times the three implementations on the full input and reports tokens/s and achieved TFLOP/s under the FLOP model
+times the implementations on the full input and reports tokens/s and achieved TFLOP/s under the FLOP model
 below. A check above tolerance exits with status 1 after writing the table.
 
     python benchmarks/gpu_kernels.py --out results/gpu_kernels.md                 # a GPU: 16 heads of 64, 64K tokens
