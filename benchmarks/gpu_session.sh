@@ -8,7 +8,7 @@
 # Everything lands in OUT (at most 8 files, none over 16 MiB: what a lease sends back). A failed step is logged
 # and the next one still runs; the exit status is 1 if any step failed.
 #
-#   OUT=results/gpu bash benchmarks/gpu_session.sh        # on a GPU: about 9 minutes (one command: 10 at most)
+#   OUT=results/gpu bash benchmarks/gpu_session.sh        # on a GPU: planned at about 9 minutes (not yet timed)
 #   OUT=/tmp/s DEVICE=cpu PRESET=tiny KERNELS=0 TRAIN_MINUTES=0.1 EVAL_N=2 EVAL_LENGTHS=1024 \
 #       BENCH_TOKENS=4096 bash benchmarks/gpu_session.sh  # smoke test on the CPU (tests/benchmarks)
 #

@@ -146,9 +146,10 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         )
         cfg = replace(cfg, stages=(read,), warmup=10, save_every=25)
     elif name == "gpu":
-        # for a short GPU lease (benchmarks/gpu_session.sh): four times the demo's width per layer and twice its
-        # depth, the same skills-first curriculum with chat in every stage after the copy, larger batches; stop it
-        # with --max-minutes. The demo model reads 9 of 40 held-out chat statements right before the question
+        # for a short GPU lease (benchmarks/gpu_session.sh): the demo model, 583K parameters, reads only 9 of 40
+        # held-out chat statements right before the question, so twice its width and depth (4.2M parameters), the
+        # same skills-first curriculum with chat in every stage after the copy, larger batches; stop it with
+        # --max-minutes
         model = _delta_model(dim=256, layers=4, variant="mal", memory_heads=4, head_dim=64, window=256)
         stages = (
             Stage("copy", {"passkey": 1.0}, 448, batch=32, steps=800, advance_at=0.8),
