@@ -1,8 +1,10 @@
-"""The memory updates, forward: Triton vs the torch reference (vs torch.compile of it, for the Titans memory).
+"""The memory updates: Triton vs the torch reference (vs torch.compile of it, for the Titans memory's forward).
 
 For each chunk size the script first checks the kernel against the reference in float64 on a short prefix, then
 times the implementations on the full input and reports tokens/s and achieved TFLOP/s under the FLOP model
-below. A check above tolerance exits with status 1 after writing the table.
+below. The gated delta rule also gets a training table: forward plus backward through the Triton pair
+(`triton_delta.DeltaRule`) against autograd through the reference, its gradients checked against fp64 autograd
+first. A check above tolerance exits with status 1 after writing the tables.
 
     python benchmarks/gpu_kernels.py --out results/gpu_kernels.md                 # a GPU: 16 heads of 64, 64K tokens
     TRITON_INTERPRET=1 python benchmarks/gpu_kernels.py --smoke --out /tmp/k.md   # CPU, tiny, slow (tests/kernels)
@@ -100,6 +102,52 @@ def delta_rows(args, device: str, card: str) -> tuple[list[str], bool]:
     return header + rows, failed
 
 
+def delta_backward_rows(args, device: str, card: str) -> tuple[list[str], bool]:
+    """Training through the gated delta rule: gradients of the Triton pair checked against fp64 autograd through
+    the reference on a prefix, then forward + backward timed against autograd through the fp32 reference."""
+    from sleeptime.kernels import triton_delta
+
+    B, H, T, D, chunk = args.train_batch, args.heads, args.train_tokens, args.head_dim, 64 if not args.smoke else 16
+    g = torch.Generator().manual_seed(11)
+    q, k = (F.normalize(torch.randn(B, H, T, D, generator=g), dim=-1).to(device) for _ in range(2))
+    v = torch.randn(B, H, T, D, generator=g).to(device)
+    beta, alpha = torch.rand(B, H, T, generator=g).to(device), (0.01 * torch.rand(B, H, T, generator=g)).to(device)
+    state = (0.1 * torch.randn(B, H, D, D, generator=g)).to(device)
+    d_out = torch.randn(B, H, T, D, generator=g).to(device)
+
+    def grads(update, inputs, dtype=None):
+        leaves = [(x.to(dtype) if dtype else x.clone()).requires_grad_() for x in inputs]
+        out, new_state = update(*leaves, chunk)
+        ((out * d_out[:, :, : out.shape[2]].to(out.dtype)).sum() + new_state.sum()).backward()
+        return [x.grad for x in leaves]
+
+    n = min(T, 2 * chunk + chunk // 2)
+    prefix = [state] + [x[:, :, :n] for x in (q, k, v, beta, alpha)]
+    exact = grads(reference.delta_update, prefix, torch.float64)
+    err = max(rel_rmse(e, o) for e, o in zip(exact, grads(triton_delta.DeltaRule.apply, prefix)))
+    failed = err > TOLERANCE["ieee"]
+    inputs = (state, q, k, v, beta, alpha)
+    rows = []
+    for name, update, check_txt in (
+        ("triton forward + backward", triton_delta.DeltaRule.apply, f"{err:.1e}"),
+        ("torch reference, autograd", reference.delta_update, "-"),
+    ):
+        grads(update, prefix)  # warm-up: compiles the kernels
+        seconds = timed(lambda u=update: grads(u, inputs), device)
+        rows.append(f"| {chunk} | {name} | {B * T / seconds:,.0f} | {seconds * 1e3:,.1f} | {check_txt} |")
+        print(rows[-1], flush=True)
+    header = [
+        "",
+        f"Gated delta rule, training (forward + backward), on {card}: B={B}, H={H}, Dk=Dv={D}, T={T}.",
+        ("check = worst relative RMSE of the six input gradients against fp64 autograd through the reference, on "
+         "a prefix. The Triton backward walks the tokens one at a time (kernels/triton_delta.py)."),
+        "",
+        "| chunk | implementation | tokens/s | ms | check |",
+        "|---|---|---|---|---|",
+    ]
+    return header + rows, failed
+
+
 def make_inputs(B, H, T, D, rule, device, seed=42):
     g = torch.Generator().manual_seed(seed)
     rand = lambda *s: torch.rand(*s, generator=g)
@@ -155,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunks", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--precision", nargs="+", default=["ieee", "tf32"], choices=sorted(TOLERANCE))
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile of the reference")
+    parser.add_argument("--train-batch", type=int, default=16, help="delta-rule training table: batch")
+    parser.add_argument("--train-tokens", type=int, default=2048, help="delta-rule training table: tokens")
     args = parser.parse_args(argv)
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -163,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.batch, args.heads, args.head_dim, args.tokens, args.chunks = 1, 2, 16, 96, [16, 32]
         args.precision, args.no_compile = ["ieee"], True
+        args.train_batch, args.train_tokens = 1, 40
     # imported after the interpreter switch is known: @triton.jit reads it at decoration time
     from sleeptime.kernels import triton_titans
 
@@ -228,8 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     delta_table, delta_failed = delta_rows(args, device, card)
     failed |= delta_failed
+    train_table, train_failed = delta_backward_rows(args, device, card)
+    failed |= train_failed
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(header + rows + delta_table) + "\n")
+    args.out.write_text("\n".join(header + rows + delta_table + train_table) + "\n")
     if failed:
         print("kernel check above tolerance", file=sys.stderr)
     return 1 if failed else 0

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # One short GPU lease, prepared in advance (a lease is about 15 minutes and one command at most 10):
-#   1. the Triton kernels (Titans memory and delta rule) checked against the reference and timed
-#      (benchmarks/gpu_kernels.py);
+#   1. the Triton kernels (Titans memory and delta rule, the latter's backward too) checked against the reference
+#      and timed (benchmarks/gpu_kernels.py);
 #   2. the shipped model's consolidation throughput on the GPU (`sleeptime bench model --device cuda`);
-#   3. the `gpu` preset trained from scratch for TRAIN_MINUTES, then its reading ceiling and its recall on the
-#      held-out split (`sleeptime eval`).
+#   3. the `gpu` preset trained from scratch for TRAIN_MINUTES (through the delta rule's Triton kernels if step 1
+#      passed, else the reference), then its reading ceiling and its recall on the held-out split (`sleeptime eval`).
 # Everything lands in OUT (at most 8 files, none over 16 MiB: what a lease sends back). A failed step is logged
 # and the next one still runs; the exit status is 1 if any step failed.
 #
@@ -48,12 +48,15 @@ fi
 "$PYTHON" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" \
     >>"$OUT/session.log" 2>&1
 
+train_kernels=auto  # on CUDA: the delta rule's Triton forward and backward (kernels/ops.py)
 if [ "$KERNELS" = 1 ]; then
     step kernels timeout 200 "$PYTHON" benchmarks/gpu_kernels.py --out "$OUT/gpu_kernels.md"
+    # a kernel that failed its check (or to compile) must not train the model: the reference does
+    [ "$failed" = 0 ] || { train_kernels=torch; say "training on the torch reference"; }
 fi
 step bench "$PYTHON" -m sleeptime bench model --device "$DEVICE" --tokens "$BENCH_TOKENS" --threads 4 --json \
     >"$OUT/bench_model.jsonl"
-step train "$PYTHON" -m sleeptime train --preset "$PRESET" --device "$DEVICE" --max-minutes "$TRAIN_MINUTES" \
+step train env SLEEPTIME_KERNELS="$train_kernels" "$PYTHON" -m sleeptime train --preset "$PRESET" --device "$DEVICE" --max-minutes "$TRAIN_MINUTES" \
     --out "$RUN" $TRAIN_ARGS >/dev/null  # unquoted: several arguments
 cp "$RUN/model.safetensors" "$RUN/train.log.jsonl" "$OUT/" 2>>"$OUT/session.log" || failed=1
 step reading "$PYTHON" -m sleeptime eval --model "$OUT/model.safetensors" --device "$DEVICE" --reading \

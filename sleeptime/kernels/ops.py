@@ -5,9 +5,9 @@ off), the plain-torch reference for everything else.
 `SLEEPTIME_KERNELS=torch|triton|auto` (default auto) forces a path; the model and the jobs call only this module.
 auto takes Triton for CUDA tensors when triton imports. triton on CPU tensors runs the kernels under Triton's
 interpreter, which must be switched on (TRITON_INTERPRET=1) before the first kernel module is imported.
-Whatever the choice, a call that Triton does not cover goes to the reference: one that needs gradients (the kernels
-are forward-only), a rule or size without a kernel (`triton_titans.supports`, `triton_delta.supports`), or fp64
-inputs.
+Whatever the choice, a call that Triton does not cover goes to the reference: a Titans call that needs gradients
+(its kernels are forward-only; the delta rule has a Triton backward, `triton_delta.DeltaRule`), a rule or size
+without a kernel (`triton_titans.supports`, `triton_delta.supports`), or fp64 inputs.
 """
 
 from __future__ import annotations
@@ -88,7 +88,9 @@ def delta_update(
 
         tensors = (state, q, k, v, beta, alpha)
         fp64 = any(t.dtype == torch.float64 for t in tensors)
-        if not fp64 and not _needs_grad(*tensors) and triton_delta.supports(k.shape[-1], v.shape[-1], chunk_size):
+        if not fp64 and triton_delta.supports(k.shape[-1], v.shape[-1], chunk_size):
+            if _needs_grad(*tensors):
+                return triton_delta.DeltaRule.apply(state, q, k, v, beta, alpha, chunk_size)
             return triton_delta.delta_update(state, q, k, v, beta, alpha, chunk_size)
-        log.debug("delta_update: the reference runs (grad, fp64 or sizes without a Triton kernel)")
+        log.debug("delta_update: the reference runs (fp64 or sizes without a Triton kernel)")
     return reference.delta_update(state, q, k, v, beta, alpha, chunk_size)

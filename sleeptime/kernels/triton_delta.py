@@ -10,10 +10,20 @@ walks its chunks in order. For a chunk of C tokens, with lg_t the within-chunk c
   3. o = diag(G) Q S + (e^(lg_i - lg_j) tril(Q K^T)) D, exact per token;
   4. S <- G_C S + K^T diag(G_C / G_j) D.
 Rows past the end of the input load as zeros (k = 0, b = 0, alpha = 0): they leave S as it was and are not stored.
-Everything is fp32 except, optionally, the matmul inputs (`precision`). Forward only: training takes the reference.
+Everything is fp32 except, optionally, the matmul inputs (`precision`).
 
-Checked under TRITON_INTERPRET=1 only so far (tests/kernels/test_triton_delta.py); its speed needs a GPU
-(benchmarks/gpu_kernels.py checks it against the reference before timing it).
+The backward (`delta_bwd_kernel`, wrapped with the forward in `DeltaRule`, an autograd.Function) walks the tokens
+in reverse, one rank-1 step at a time, carrying dS = dL/dS_t in registers. With u = k^T S_{t-1}, w = k^T dS and
+P = S_{t-1} - b k u (so that S_t = a P + b k v^T):
+    dS += q do^T        dq = S_t do        dv = b w        da = <dS, P>        db = w . (v - a u)
+    dk = b dS v - a b (dS u + S_{t-1} w)      dS_{t-1} = a (dS - b k w^T)
+It needs every S_{t-1}: a first pass keeps the state at each chunk start (in global memory), and the reverse pass
+recomputes one chunk's token states at a time into a per-program scratch before walking that chunk backwards. All
+of it is elementwise fp32 on the [Dk, Dv] state: exact, but per token rather than chunk-parallel.
+
+Checked under TRITON_INTERPRET=1 only so far (tests/kernels/test_triton_delta.py: the forward against the fp64
+reference, the backward against autograd through it); their speed needs a GPU (benchmarks/gpu_kernels.py checks
+both against the reference before timing them).
 """
 
 from __future__ import annotations
@@ -72,6 +82,86 @@ def delta_fwd_kernel(
     tl.store(state_block, S)
 
 
+@triton.jit
+def _delta_step(S, k, v, b, a):
+    # one token of the recurrence: S <- a (S - b k (k^T S)) + b k v^T
+    u = tl.sum(k[:, None] * S, 0)
+    return a * (S - b * k[:, None] * u[None, :]) + b * k[:, None] * v[None, :]
+
+
+@triton.jit(do_not_specialize=["T", "NC"])
+def delta_bwd_kernel(
+    q_ptr, k_ptr, v_ptr, beta_ptr, alpha_ptr, state_ptr, d_out_ptr, d_state_ptr,
+    chunk_states_ptr, scratch_ptr, dq_ptr, dk_ptr, dv_ptr, dbeta_ptr, dalpha_ptr, d_state0_ptr, T, NC,
+    DK: tl.constexpr, DV: tl.constexpr, C: tl.constexpr,
+):
+    n = tl.program_id(0)
+    dk = tl.arange(0, DK)
+    dv = tl.arange(0, DV)
+    block = dk[:, None] * DV + dv[None, :]
+    chunk_states = chunk_states_ptr + n * NC * DK * DV
+    scratch = scratch_ptr + n * (C + 1) * DK * DV  # slot 0: the chunk's start state; slot i + 1: after its token i
+
+    # pass 1: the state at every chunk start, token by token from the initial state
+    S = tl.load(state_ptr + n * DK * DV + block)
+    for c in range(NC):
+        tl.store(chunk_states + c * DK * DV + block, S)
+        for i in range(C):
+            t = c * C + i
+            k = tl.load(k_ptr + (n * T + t) * DK + dk, mask=t + 0 * dk < T, other=0.0)
+            v = tl.load(v_ptr + (n * T + t) * DV + dv, mask=t + 0 * dv < T, other=0.0)
+            b = tl.load(beta_ptr + n * T + t, mask=t < T, other=0.0)
+            alpha = tl.load(alpha_ptr + n * T + t, mask=t < T, other=0.0)
+            S = _delta_step(S, k, v, b, 1.0 - alpha)
+    tl.debug_barrier()
+
+    # pass 2: chunks in reverse; rows past T load as zeros (k = q = do = 0, b = alpha = 0) and leave dS as it is
+    dS = tl.load(d_state_ptr + n * DK * DV + block)
+    for cc in range(NC):
+        c = NC - 1 - cc
+        S = tl.load(chunk_states + c * DK * DV + block)
+        tl.store(scratch + block, S)
+        for i in range(C):
+            t = c * C + i
+            k = tl.load(k_ptr + (n * T + t) * DK + dk, mask=t + 0 * dk < T, other=0.0)
+            v = tl.load(v_ptr + (n * T + t) * DV + dv, mask=t + 0 * dv < T, other=0.0)
+            b = tl.load(beta_ptr + n * T + t, mask=t < T, other=0.0)
+            alpha = tl.load(alpha_ptr + n * T + t, mask=t < T, other=0.0)
+            S = _delta_step(S, k, v, b, 1.0 - alpha)
+            tl.store(scratch + (i + 1) * DK * DV + block, S)
+        tl.debug_barrier()  # the scratch is read below in another thread layout than it was written
+        for j in range(C):
+            i = C - 1 - j
+            t = c * C + i
+            in_k = t + 0 * dk < T
+            in_v = t + 0 * dv < T
+            q = tl.load(q_ptr + (n * T + t) * DK + dk, mask=in_k, other=0.0)
+            k = tl.load(k_ptr + (n * T + t) * DK + dk, mask=in_k, other=0.0)
+            v = tl.load(v_ptr + (n * T + t) * DV + dv, mask=in_v, other=0.0)
+            do = tl.load(d_out_ptr + (n * T + t) * DV + dv, mask=in_v, other=0.0)
+            b = tl.load(beta_ptr + n * T + t, mask=t < T, other=0.0)
+            a = 1.0 - tl.load(alpha_ptr + n * T + t, mask=t < T, other=0.0)
+            S_prev = tl.load(scratch + i * DK * DV + block)
+            S_cur = tl.load(scratch + (i + 1) * DK * DV + block)
+
+            dS += q[:, None] * do[None, :]
+            u = tl.sum(k[:, None] * S_prev, 0)
+            w = tl.sum(k[:, None] * dS, 0)
+            P = S_prev - b * k[:, None] * u[None, :]
+            dq = tl.sum(S_cur * do[None, :], 1)
+            dk_t = b * tl.sum(dS * v[None, :], 1) - a * b * (tl.sum(dS * u[None, :], 1) + tl.sum(S_prev * w[None, :], 1))
+            d_alpha = -tl.sum(tl.sum(dS * P, 1), 0)
+            d_beta = tl.sum(w * (v - a * u), 0)
+            tl.store(dq_ptr + (n * T + t) * DK + dk, dq, mask=in_k)
+            tl.store(dk_ptr + (n * T + t) * DK + dk, dk_t, mask=in_k)
+            tl.store(dv_ptr + (n * T + t) * DV + dv, b * w, mask=in_v)
+            tl.store(dbeta_ptr + n * T + t, d_beta, mask=t < T)
+            tl.store(dalpha_ptr + n * T + t, d_alpha, mask=t < T)
+            dS = a * (dS - b * k[:, None] * w[None, :])
+        tl.debug_barrier()  # the next chunk rewrites the scratch
+    tl.store(d_state0_ptr + n * DK * DV + block, dS)
+
+
 def supports(key_dim: int, value_dim: int, chunk_size: int) -> bool:
     """Sizes the kernel takes: powers of two from 16 (tl.dot's least side) to 128 (one program's registers)."""
     return all(16 <= x <= 128 and x & (x - 1) == 0 for x in (key_dim, value_dim, chunk_size))
@@ -96,3 +186,51 @@ def delta_update(
             new_state, out, T, DK=Dk, DV=Dv, C=chunk_size, PRECISION=precision,
         )
     return out.reshape(B, H, T, Dv).to(v.dtype), new_state.reshape(B, H, Dk, Dv).to(state.dtype)
+
+
+def delta_backward(
+    state: Tensor, q: Tensor, k: Tensor, v: Tensor, beta: Tensor, alpha: Tensor, d_out: Tensor | None,
+    d_state: Tensor | None, chunk_size: int = 64,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The gradients of `delta_update`'s inputs (state, q, k, v, beta, alpha), given those of its outputs (None:
+    zero). chunk_size here is only how often pass 1 keeps a state: it trades memory for nothing else."""
+    B, H, T, Dk = k.shape
+    Dv = v.shape[-1]
+    N = B * H
+    NC = triton.cdiv(T, chunk_size)
+    f32 = {"device": k.device, "dtype": torch.float32}
+    flat = lambda x, *shape: x.reshape(*shape).to(torch.float32).contiguous()
+    d_out = torch.zeros(N, T, Dv, **f32) if d_out is None else flat(d_out, N, T, Dv)
+    d_state = torch.zeros(N, Dk, Dv, **f32) if d_state is None else flat(d_state, N, Dk, Dv)
+    dq, dk = torch.empty(N, T, Dk, **f32), torch.empty(N, T, Dk, **f32)
+    dv = torch.empty(N, T, Dv, **f32)
+    dbeta, dalpha = torch.empty(N, T, **f32), torch.empty(N, T, **f32)
+    d_state0 = d_state.clone()  # T = 0: the gradient passes through unchanged
+    if T > 0:
+        chunk_states = torch.empty(N, NC, Dk, Dv, **f32)
+        scratch = torch.empty(N, chunk_size + 1, Dk, Dv, **f32)
+        delta_bwd_kernel[(N,)](
+            flat(q, N, T, Dk), flat(k, N, T, Dk), flat(v, N, T, Dv), flat(beta, N, T), flat(alpha, N, T),
+            flat(state, N, Dk, Dv), d_out, d_state, chunk_states, scratch, dq, dk, dv, dbeta, dalpha, d_state0,
+            T, NC, DK=Dk, DV=Dv, C=chunk_size,
+        )
+    return (
+        d_state0.reshape(state.shape).to(state.dtype), dq.reshape(q.shape).to(q.dtype),
+        dk.reshape(k.shape).to(k.dtype), dv.reshape(v.shape).to(v.dtype),
+        dbeta.reshape(beta.shape).to(beta.dtype), dalpha.reshape(alpha.shape).to(alpha.dtype),
+    )
+
+
+class DeltaRule(torch.autograd.Function):
+    """`delta_update` with the Triton backward: what `ops.delta_update` runs when gradients are wanted."""
+
+    @staticmethod
+    def forward(ctx, state, q, k, v, beta, alpha, chunk_size):
+        ctx.save_for_backward(state, q, k, v, beta, alpha)
+        ctx.chunk_size = chunk_size
+        return delta_update(state, q, k, v, beta, alpha, chunk_size)
+
+    @staticmethod
+    def backward(ctx, d_out, d_state):
+        grads = delta_backward(*ctx.saved_tensors, d_out, d_state, ctx.chunk_size)
+        return (*grads, None)

@@ -83,33 +83,100 @@ def test_sizes_without_a_kernel_are_refused_and_ops_takes_the_reference(monkeypa
 
 
 def test_ops_dispatch(monkeypatch):
-    """SLEEPTIME_KERNELS=triton takes the kernel; gradients and fp64 take the reference."""
+    """SLEEPTIME_KERNELS=triton takes the forward kernel without gradients, the kernel pair with them; fp64 takes
+    the reference."""
     inputs = make_inputs(1, 1, 20, 16, 16)
     monkeypatch.setenv("SLEEPTIME_KERNELS", "triton")
     calls = []
-    kernel = triton_delta.delta_update
-    monkeypatch.setattr(triton_delta, "delta_update", lambda *a, **kw: calls.append(1) or kernel(*a, **kw))
+    for name in ("delta_update", "delta_backward"):
+        kernel = getattr(triton_delta, name)
+        monkeypatch.setattr(triton_delta, name, lambda *a, _k=kernel, _n=name, **kw: calls.append(_n) or _k(*a, **kw))
     ops.delta_update(*inputs, 16)
-    assert calls == [1]
+    assert calls == ["delta_update"]
     state, q, k, v, beta, alpha = inputs
-    ops.delta_update(state, q.clone().requires_grad_(), k, v, beta, alpha, 16)
-    ops.delta_update(*(x.double() for x in inputs), 16)
-    assert calls == [1]
+    out, _ = ops.delta_update(state, q.clone().requires_grad_(), k, v, beta, alpha, 16)
+    out.sum().backward()
+    assert calls == ["delta_update", "delta_update", "delta_backward"]
+    ops.delta_update(*(x.double().requires_grad_() for x in inputs), 16)
+    assert len(calls) == 3
 
 
-def test_the_shipped_model_consolidates_the_same_through_the_kernel(monkeypatch):
-    """The model calls only ops: with the kernel forced, its retrieval outputs and state match the reference path."""
-    from sleeptime.models.engine import MemoryEngine
-    from sleeptime.training.data import iter_history_ids, make_sample
+def grads_against_fp64(inputs, chunk, through_out=True, through_state=True, seed=5):
+    """Relative RMSE of each input's gradient (state, q, k, v, beta, alpha) through the kernel pair, against
+    autograd through the fp64 reference, for the loss <out, dO> + <new state, dS> with random dO and dS."""
+    g = torch.Generator().manual_seed(seed)
+    d_out = torch.randn(inputs[3].shape[:-1] + inputs[3].shape[-1:], generator=g).to(DEVICE)
+    d_state = torch.randn(inputs[0].shape, generator=g).to(DEVICE)
 
-    engine = MemoryEngine.load("demo", DEVICE)
-    history = make_sample("passkey", 0, split="heldout", target_tokens=300).history
-    ids = torch.tensor([i for s in iter_history_ids(history, 4096) for i in s], device=DEVICE).unsqueeze(0)
-    results = {}
+    def loss(out, state):
+        return (through_out and (out * d_out.to(out.dtype)).sum()) + (through_state and (state * d_state.to(state.dtype)).sum())
+
+    exact = [x.double().requires_grad_() for x in inputs]
+    loss(*reference.delta_update(*exact, chunk)).backward()
+    ours = [x.clone().requires_grad_() for x in inputs]
+    loss(*triton_delta.DeltaRule.apply(*ours, chunk)).backward()
+    # an input the loss does not reach (q, when only the state counts) has no reference gradient: ours must be 0
+    return [rel_rmse(e.grad, o.grad) if e.grad is not None else o.grad.abs().max().item() for e, o in zip(exact, ours)]
+
+
+@pytest.mark.parametrize(
+    "B, H, T, Dk, Dv, chunk",
+    [
+        (1, 1, 32, 16, 16, 16),  # whole chunks
+        (2, 3, 45, 32, 16, 16),  # several heads, a partial last chunk, key and value widths apart
+        (1, 1, 70, 64, 64, 64),  # the shipped model's head size
+        (1, 2, 9, 16, 32, 16),  # shorter than one chunk
+    ],
+)
+def test_backward_matches_autograd_through_the_reference(B, H, T, Dk, Dv, chunk):
+    errors = grads_against_fp64(make_inputs(B, H, T, Dk, Dv, seed=3), chunk)
+    assert max(errors) <= 1e-5, errors
+
+
+@pytest.mark.parametrize("forget", [0.0, 0.9])
+def test_backward_with_no_decay_and_strong_decay(forget):
+    errors = grads_against_fp64(make_inputs(1, 2, 40, 16, 16, seed=4, forget=forget), 16)
+    assert max(errors) <= 1e-5, errors
+
+
+@pytest.mark.parametrize("through_out, through_state", [(True, False), (False, True)])
+def test_backward_through_one_output_only(through_out, through_state):
+    """A loss on the outputs alone (training) or on the new state alone (a later segment): the other gradient
+    arrives as None."""
+    errors = grads_against_fp64(make_inputs(1, 1, 30, 16, 16, seed=6), 16, through_out, through_state)
+    assert max(errors) <= 1e-5, errors
+
+
+def test_backward_of_empty_input_passes_the_state_gradient_through():
+    state, q, k, v, beta, alpha = (x.requires_grad_() for x in make_inputs(1, 1, 0, 16, 16))
+    _, new_state = triton_delta.DeltaRule.apply(state, q, k, v, beta, alpha, 16)
+    (2 * new_state).sum().backward()
+    assert torch.equal(state.grad, torch.full_like(state, 2.0)) and q.grad.shape == q.shape
+
+
+def test_a_delta_model_trains_the_same_through_the_kernels(monkeypatch):
+    """One training loss of a small delta-rule model (the shipped model's architecture, narrower: the interpreter
+    walks the backward token by token), backpropagated with the kernel pair forced: every parameter's gradient
+    matches the reference path's, the memory's learned initial state included."""
+    from sleeptime.models.memory import MemoryConfig
+    from sleeptime.models.titans import ModelConfig, TitansLM
+
+    memory = MemoryConfig(dim=32, heads=2, head_dim=16, kind="delta", chunk_size=16, write_floor=0.05)
+    config = ModelConfig(variant="mal", dim=32, layers=2, heads=2, mlp_hidden=64, window=16, memory=memory)
+    model = TitansLM(config).to(DEVICE)
+    ids = torch.randint(0, 256, (2, 41), generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    backward_calls = []
+    kernel = triton_delta.delta_backward
+    monkeypatch.setattr(triton_delta, "delta_backward", lambda *a: backward_calls.append(1) or kernel(*a))
+    grads = {}
     for path in ("torch", "triton"):
         monkeypatch.setenv("SLEEPTIME_KERNELS", path)
-        with torch.no_grad():
-            logits, _, state = engine.model(ids, engine.model.initial_state(1))
-        results[path] = (logits, state["layers"][1]["mem"]["memory"])
-    assert rel_rmse(results["torch"][0], results["triton"][0]) <= 1e-5
-    assert rel_rmse(results["torch"][1], results["triton"][1]) <= 1e-5
+        model.zero_grad()
+        logits, _, _ = model(ids[:, :-1], model.initial_state(2))
+        F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten()).backward()
+        grads[path] = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    assert grads["torch"].keys() == grads["triton"].keys()
+    assert len(backward_calls) == 2  # one per block, on the triton path only
+    assert any(name.endswith("memory.init_state") for name in grads["torch"])
+    for name in grads["torch"]:
+        assert rel_rmse(grads["torch"][name], grads["triton"][name]) <= 1e-5, name

@@ -179,5 +179,6 @@ def test_benchmark_smoke(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     table = out.read_text()
-    assert "| chunk |" in table and "Gated delta rule" in table
+    assert "| chunk |" in table and "Gated delta rule" in table and "training (forward + backward)" in table
     assert table.count("| triton ieee |") == 4  # two chunk sizes, each for the Titans memory and the delta rule
+    assert table.count("| triton forward + backward |") == 1
