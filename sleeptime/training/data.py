@@ -132,10 +132,25 @@ class Pools:
         return tuple(a for a in self.attributes if a.kind in wanted)
 
     @property
+    def restating_answers(self) -> tuple[str, ...]:
+        """Answers that name the attribute right before the value ("Your {attr} is {value}."): what precedes the
+        value in such an answer is what preceded it in most statements, so finding the value is a lookup by the
+        attribute's name (an answer style a model can be trained on: `make_chat_sample(answer_style=...)`)."""
+        return tuple(a for a in self.answers if _restates(a))
+
+    @property
     def plain_acks(self) -> tuple[str, ...]:
         """Acknowledgements that name no attribute or value (for recall pairs)."""
         return tuple(a for a in self.acks if "{" not in a)
 
+
+def _restates(template: str) -> bool:
+    # "{attr} is {value}", "{attr}: {value}", "{attr} as {value}", "{attr} should be {value}"
+    attr, value = template.find("{attr}"), template.find("{value}")
+    return 0 <= attr < value and value - attr - len("{attr}") <= len(" should be ")
+
+
+ANSWER_STYLES = ("any", "restate")
 
 # the string lists behind each partitioned Pools field; the field name doubles as the hash salt
 _TEMPLATE_SOURCES: dict[str, tuple[str, ...]] = {
@@ -530,6 +545,7 @@ def make_chat_sample(
     kinds: Sequence[str] | None = None,
     others_depth: tuple[float, float] = (0.0, 1.0),
     novel_values: float = 0.0,
+    answer_style: str = "any",
 ) -> Sample:
     """A chat transcript with `n_facts` attributes stated (and some restated with a new value) among chit-chat.
 
@@ -539,7 +555,9 @@ def make_chat_sample(
     `embed_prob` hides a statement inside chit-chat sentences; `kinds` restricts the value kinds (a curriculum can
     start with digit codes only). `novel_values` is the share of values drawn in a random shape unrelated to the
     attribute (made-up words, digits, codes of the split): such a value cannot be guessed from the attribute or
-    from the training split's lists of cities, dishes and titles, only copied from the statement.
+    from the training split's lists of cities, dishes and titles, only copied from the statement. `answer_style`
+    "restate" draws the answers only from `Pools.restating_answers` (the histories and questions stay those of
+    "any": only the answer texts change).
     """
     pool = pools(_check_split(split))
     rng = random.Random(f"chat:{split}:{seed}")
@@ -552,10 +570,13 @@ def make_chat_sample(
         raise ValueError(f"others_depth must be a range within [0, 1], got {others_depth}")
     if not 0.0 <= novel_values <= 1.0:
         raise ValueError(f"novel_values must be within [0, 1], got {novel_values}")
+    if answer_style not in ANSWER_STYLES:
+        raise ValueError(f"answer_style must be one of {', '.join(ANSWER_STYLES)}, got {answer_style!r}")
+    answers = pool.restating_answers if answer_style == "restate" else pool.answers
     for _ in range(_MAX_TRIES):
         plan = _plan_chat(
             rng, pool, attributes, n, depth, update_prob, other_update_prob, max_updates, embed_prob, others_depth,
-            novel_values,
+            novel_values, answers,
         )
         if plan is not None:
             placed, facts, queries, forbidden = plan
@@ -565,7 +586,8 @@ def make_chat_sample(
 
 
 def _plan_chat(
-    rng, pool, attributes, n, depth, update_prob, other_update_prob, max_updates, embed_prob, others_depth, novel_values
+    rng, pool, attributes, n, depth, update_prob, other_update_prob, max_updates, embed_prob, others_depth, novel_values,
+    answers,
 ):
     """One attempt at a chat plan; None when a value would show up outside its own statement."""
     chosen = rng.sample(attributes, n)
@@ -606,7 +628,7 @@ def _plan_chat(
     queries = []
     for attribute, value in zip(chosen, latest):
         question = rng.choice(pool.questions).format(attr=attribute.phrase)
-        answer = rng.choice(pool.answers).format(attr=attribute.phrase, value=value)
+        answer = rng.choice(answers).format(attr=attribute.phrase, value=value)
         queries.append(Query(question, value, answer, attribute.phrase))
 
     # every value must appear only in its own statement: not in another one, not in any question

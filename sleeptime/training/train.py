@@ -145,6 +145,14 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
             task_options={"chat": {"n_facts": (1, 2), "update_prob": 0.3, "novel_values": 0.5}},
         )
         cfg = replace(cfg, stages=(read,), warmup=10, save_every=25)
+    elif name == "restate":
+        # "read" with answers that name the attribute right before the value ("Your locker code is 357051."): the
+        # shipped model's misses copy all but the first bytes ("657051"), and the first byte is the one that must
+        # be found by the attribute; an answer that restates it makes that a lookup of what followed the same words
+        # in the statement, the lookup the model already does for the pass key
+        cfg = preset("read")
+        chat = {"n_facts": (1, 2), "update_prob": 0.3, "answer_style": "restate"}
+        cfg = replace(cfg, stages=(replace(cfg.stages[0], name="restate", task_options={"chat": chat}),))
     elif name == "gpu":
         # for a short GPU lease (benchmarks/gpu_session.sh): the demo model, 583K parameters, reads only 9 of 40
         # held-out chat statements right before the question, so twice its width and depth (4.2M parameters), the
@@ -165,7 +173,7 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         cfg = preset("demo", variant="swa")
         cfg = replace(cfg, model=replace(cfg.model, window=8192), stages=cfg.stages[:4])
     else:
-        raise ValueError(f"unknown preset {name!r}; expected tiny, demo, mix, long, sparse, chat, read, gpu or full")
+        raise ValueError(f"unknown preset {name!r}; expected tiny, demo, mix, long, sparse, chat, read, restate, gpu or full")
     if variant:
         cfg = replace(cfg, model=replace(cfg.model, variant=variant))
     return cfg

@@ -370,3 +370,21 @@ def test_novel_values_have_any_shape_and_stay_in_their_split(split):
         assert not any(f.value.casefold() in text for f in s.facts for text in chatter)
     with pytest.raises(ValueError, match="novel_values"):
         make_chat_sample(0, novel_values=1.5)
+
+
+@pytest.mark.parametrize("split", ["train", "heldout"])
+def test_restating_answers_name_the_attribute_right_before_the_value_and_change_nothing_else(split):
+    restating = pools(split).restating_answers
+    assert restating and set(restating) < set(pools(split).answers)
+    for seed in range(20):
+        plain = make_chat_sample(seed, split=split, target_tokens=500)
+        restated = make_chat_sample(seed, split=split, target_tokens=500, answer_style="restate")
+        assert restated.history.messages() == plain.history.messages()
+        assert [q.question for q in restated.queries] == [q.question for q in plain.queries]
+        for query in restated.queries:
+            before_value = query.answer_text[: query.answer_text.index(query.answer_value)]
+            tail = before_value.rstrip()
+            assert tail.endswith((f"{query.attribute} is", f"{query.attribute}:", f"{query.attribute} as",
+                                  f"{query.attribute} should be")), query.answer_text
+    with pytest.raises(ValueError, match="answer_style"):
+        make_chat_sample(0, answer_style="terse")
