@@ -29,7 +29,7 @@ from sleeptime.models.tokenizer import END, encode_message, encode_prompt, encod
 from sleeptime.training import vocab
 
 SPLITS = ("train", "heldout")
-TASKS = ("chat", "passkey", "recall")
+TASKS = ("chat", "passkey", "recall", "echo")
 HELDOUT_FRACTION = 0.2
 # rejection loops (a value that collides, a distractor that would leak a value) end after this many draws
 _MAX_TRIES = 500
@@ -121,6 +121,9 @@ class Pools:
     recall_statements: tuple[str, ...]
     recall_questions: tuple[str, ...]
     recall_answers: tuple[str, ...]
+    echo_intros: tuple[str, ...]
+    echo_questions: tuple[str, ...]
+    echo_answers: tuple[str, ...]
 
     def attributes_of(self, kinds: Iterable[str] | None = None) -> tuple[Attribute, ...]:
         if kinds is None:
@@ -173,6 +176,9 @@ _TEMPLATE_SOURCES: dict[str, tuple[str, ...]] = {
     "recall_statements": vocab.RECALL_STATEMENTS,
     "recall_questions": vocab.RECALL_QUESTIONS,
     "recall_answers": vocab.RECALL_ANSWERS,
+    "echo_intros": vocab.ECHO_INTROS,
+    "echo_questions": vocab.ECHO_QUESTIONS,
+    "echo_answers": vocab.ECHO_ANSWERS,
 }
 
 
@@ -763,7 +769,37 @@ def make_recall_sample(
     return _sample("recall", split, seed, history, facts, main_depth, queries)
 
 
-_MAKERS = {"chat": make_chat_sample, "passkey": make_passkey_sample, "recall": make_recall_sample}
+def make_echo_sample(
+    seed: int,
+    *,
+    split: str = "train",
+    target_tokens: int = 4096,
+    depth: float | None = None,
+    n_parts: int | tuple[int, int] = (2, 5),
+) -> Sample:
+    """A phrase of `n_parts` made-up words, digit codes and letter codes (the split's), stated once at `depth` and
+    asked back verbatim. Every byte of the answer's phrase can only be copied, one after the other: the dense
+    training of copying any string that the chat facts need and their few value bytes per sample give little of.
+    """
+    pool = pools(_check_split(split))
+    rng = random.Random(f"echo:{split}:{seed}")
+    depth = _depth(rng, depth)
+    taken: list[str] = []
+    kinds = ("word", "word", "code", "alnum")
+    value = " ".join(_fresh_value(rng.choice(kinds), rng, split, taken) for _ in range(_count(rng, n_parts)))
+    text = rng.choice(pool.echo_intros).format(value=value)
+    ack = rng.choice(pool.plain_acks)
+    placed = [(depth, (Turn("user", text, "needle", (0,)), Turn("assistant", ack, "ack", (0,))))]
+    facts = [PlantedFact("phrase", value, "echo", depth)]
+    answer = rng.choice(pool.echo_answers).format(value=value)
+    query = Query(rng.choice(pool.echo_questions), value, answer, "phrase")
+    history = _build_history(placed, ChatDistractors(split, tuple(taken)), f"echo:{split}:{seed}:d", target_tokens)
+    return _sample("echo", split, seed, history, facts, depth, [query])
+
+
+_MAKERS = {
+    "chat": make_chat_sample, "passkey": make_passkey_sample, "recall": make_recall_sample, "echo": make_echo_sample,
+}
 
 
 def make_sample(task: str, seed: int, **kwargs) -> Sample:
@@ -828,5 +864,5 @@ __all__ = [
     "HELDOUT_FRACTION", "SPLITS", "TASKS", "Attribute", "ChatDistractors", "EncodedQuery", "EncodedSample", "Event",
     "FillerDistractors", "History", "PlantedFact", "Pools", "Query", "Sample", "Turn", "all_attributes",
     "all_syllables", "draw_value", "encode_answer", "encode_sample", "iter_history_ids", "iter_samples",
-    "make_chat_sample", "make_passkey_sample", "make_recall_sample", "make_sample", "pools", "value_split",
+    "make_chat_sample", "make_echo_sample", "make_passkey_sample", "make_recall_sample", "make_sample", "pools", "value_split",
 ]

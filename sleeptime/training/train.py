@@ -153,6 +153,13 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         cfg = preset("read")
         chat = {"n_facts": (1, 2), "update_prob": 0.3, "answer_style": "restate"}
         cfg = replace(cfg, stages=(replace(cfg.stages[0], name="restate", task_options={"chat": chat}),))
+    elif name == "echo":
+        # "restate" with a share of echo samples (a phrase of made-up words and codes asked back verbatim): the
+        # restated answer makes a chat value a copy of what followed the attribute's words, and echo trains copying
+        # any string byte after byte, which the chat misses ("35705" for 357051, a wrong first digit) lack
+        cfg = preset("restate")
+        stage = cfg.stages[0]
+        cfg = replace(cfg, stages=(replace(stage, name="echo", tasks={"echo": 0.4, "chat": 0.4, "passkey": 0.2}),))
     elif name == "gpu":
         # for a short GPU lease (benchmarks/gpu_session.sh): the demo model, 583K parameters, reads only 9 of 40
         # held-out chat statements right before the question, so twice its width and depth (4.2M parameters), the
@@ -176,7 +183,7 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         copy, *rest = cfg.stages[:4]
         cfg = replace(cfg, model=replace(cfg.model, window=8192), stages=(replace(copy, steps=3000), *rest))
     else:
-        raise ValueError(f"unknown preset {name!r}; expected tiny, demo, mix, long, sparse, chat, read, restate, gpu or full")
+        raise ValueError(f"unknown preset {name!r}; expected tiny, demo, mix, long, sparse, chat, read, restate, echo, gpu or full")
     if variant:
         cfg = replace(cfg, model=replace(cfg.model, variant=variant))
     return cfg

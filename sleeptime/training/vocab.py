@@ -636,6 +636,40 @@ PASSKEY_ANSWERS = (
     "That pass key would be {value}.",
 )
 
+# echo: a phrase of made-up words and codes, asked back verbatim (dense training of copying any string)
+ECHO_INTROS = (
+    "Remember this phrase exactly: {value}",
+    "Here is a note, word for word: {value}",
+    "Copy this down: {value}",
+    "Keep this exact line for me: {value}",
+    "The phrase to remember is {value}.",
+    "Store these words as they are: {value}",
+    "Note this down verbatim: {value}",
+    "Hold on to this line: {value}",
+    "Word for word, please keep: {value}",
+    "My phrase for today: {value}",
+)
+ECHO_QUESTIONS = (
+    "What was the phrase?",
+    "Repeat the note word for word.",
+    "Say the line back to me.",
+    "What exact words did I give you?",
+    "Can you repeat my phrase?",
+    "Read me back the note.",
+    "What was the line I asked you to keep?",
+    "Give me the phrase again, exactly.",
+)
+ECHO_ANSWERS = (
+    "The phrase was {value}.",
+    "Your note: {value}",
+    "The line is {value}.",
+    "You gave me: {value}",
+    "It was {value}.",
+    "Word for word: {value}",
+    "Here it is: {value}",
+    "The words were {value}.",
+)
+
 # multi-query associative recall
 RECALL_INTROS = (
     "Please remember these pairs:",

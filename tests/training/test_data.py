@@ -24,7 +24,7 @@ from sleeptime.training.data import (
     value_split,
 )
 
-TASKS = ["chat", "passkey", "recall"]
+TASKS = ["chat", "passkey", "recall", "echo"]
 
 
 def turns_with_offsets(sample):
@@ -388,3 +388,16 @@ def test_restating_answers_name_the_attribute_right_before_the_value_and_change_
                                   f"{query.attribute} should be")), query.answer_text
     with pytest.raises(ValueError, match="answer_style"):
         make_chat_sample(0, answer_style="terse")
+
+
+@pytest.mark.parametrize("split", data.SPLITS)
+def test_an_echo_phrase_is_made_of_its_splits_parts_and_asked_back_verbatim(split):
+    for seed in range(30):
+        sample = make_sample("echo", seed, split=split, target_tokens=600)
+        parts = sample.answer_value.split(" ")
+        assert 2 <= len(parts) <= 5 and all(value_split(p) == split for p in parts)
+        assert sample.answer_value in sample.answer_text
+        stated = [t.content for t in sample.history.iter_turns() if t.kind == "needle"]
+        assert len(stated) == 1 and sample.answer_value in stated[0]
+    train_templates = set(pools("train").echo_intros) | set(pools("train").echo_questions)
+    assert not train_templates & (set(pools("heldout").echo_intros) | set(pools("heldout").echo_questions))
