@@ -17,9 +17,11 @@ in reverse, one rank-1 step at a time, carrying dS = dL/dS_t in registers. With 
 P = S_{t-1} - b k u (so that S_t = a P + b k v^T):
     dS += q do^T        dq = S_t do        dv = b w        da = <dS, P>        db = w . (v - a u)
     dk = b dS v - a b (dS u + S_{t-1} w)      dS_{t-1} = a (dS - b k w^T)
-It needs every S_{t-1}: a first pass keeps the state at each chunk start (in global memory), and the reverse pass
-recomputes one chunk's token states at a time into a per-program scratch before walking that chunk backwards. All
-of it is elementwise fp32 on the [Dk, Dv] state: exact, but per token rather than chunk-parallel.
+It needs every S_{t-1}: the forward keeps the state at each chunk start, and the backward recomputes one chunk's
+token states at a time into a per-program scratch before walking that chunk backwards. Each column of S evolves on
+its own (u, w and the update act column by column), so a program owns BV columns of one (batch, head): Dv / BV
+times the programs, each with Dv / BV of the work; the gradients that sum over columns (dq, dk, db, da) are added
+up from the programs' partial sums. All of it is elementwise fp32: exact, but per token, not chunk-parallel.
 
 Checked under TRITON_INTERPRET=1 only so far (tests/kernels/test_triton_delta.py: the forward against the fp64
 reference, the backward against autograd through it); their speed needs a GPU (benchmarks/gpu_kernels.py checks
@@ -38,8 +40,8 @@ from sleeptime.kernels.triton_titans import _dot, _log1m
 
 @triton.jit(do_not_specialize=["T"])
 def delta_fwd_kernel(
-    q_ptr, k_ptr, v_ptr, beta_ptr, alpha_ptr, state_ptr, out_ptr, T,
-    DK: tl.constexpr, DV: tl.constexpr, C: tl.constexpr, PRECISION: tl.constexpr,
+    q_ptr, k_ptr, v_ptr, beta_ptr, alpha_ptr, state_ptr, out_ptr, chunk_states_ptr, T,
+    DK: tl.constexpr, DV: tl.constexpr, C: tl.constexpr, PRECISION: tl.constexpr, SAVE_STATES: tl.constexpr,
 ):
     n = tl.program_id(0)
     rows = tl.arange(0, C)
@@ -51,6 +53,9 @@ def delta_fwd_kernel(
     state_block = state_ptr + n * DK * DV + dk[:, None] * DV + dv[None, :]
     S = tl.load(state_block)
     for c0 in range(0, T, C):
+        if SAVE_STATES:  # for the backward: the state at every chunk start, [N, ceil(T / C), DK, DV]
+            chunks = (T + C - 1) // C
+            tl.store(chunk_states_ptr + (n * chunks + c0 // C) * DK * DV + dk[:, None] * DV + dv[None, :], S)
         t = c0 + rows
         valid = t < T
         K = tl.load(k_ptr + (n * T + t[:, None]) * DK + dk[None, :], mask=valid[:, None], other=0.0)
@@ -91,36 +96,30 @@ def _delta_step(S, k, v, b, a):
 
 @triton.jit(do_not_specialize=["T", "NC"])
 def delta_bwd_kernel(
-    q_ptr, k_ptr, v_ptr, beta_ptr, alpha_ptr, state_ptr, d_out_ptr, d_state_ptr,
-    chunk_states_ptr, scratch_ptr, dq_ptr, dk_ptr, dv_ptr, dbeta_ptr, dalpha_ptr, d_state0_ptr, T, NC,
-    DK: tl.constexpr, DV: tl.constexpr, C: tl.constexpr,
+    q_ptr, k_ptr, v_ptr, beta_ptr, alpha_ptr, d_out_ptr, d_state_ptr, chunk_states_ptr, scratch_ptr,
+    dq_ptr, dk_ptr, dv_ptr, dbeta_ptr, dalpha_ptr, d_state0_ptr, T, NC,
+    DK: tl.constexpr, DV: tl.constexpr, BV: tl.constexpr, C: tl.constexpr,
 ):
+    # program (n, j) owns columns [j BV, (j + 1) BV) of the state: each column of S (and of dS) evolves on its own,
+    # so the columns split across programs; dq, dk, db and dalpha sum over all columns and are written as this
+    # block's partial sums, [DV / BV, N, T, ...], added up by the caller
     n = tl.program_id(0)
+    j = tl.program_id(1)
+    NV = tl.num_programs(1)
     dk = tl.arange(0, DK)
-    dv = tl.arange(0, DV)
-    block = dk[:, None] * DV + dv[None, :]
+    dv = j * BV + tl.arange(0, BV)
+    block = dk[:, None] * DV + dv[None, :]  # into full-width [DK, DV] states
+    local = dk[:, None] * BV + tl.arange(0, BV)[None, :]  # into this program's [DK, BV] scratch slots
     chunk_states = chunk_states_ptr + n * NC * DK * DV
-    scratch = scratch_ptr + n * (C + 1) * DK * DV  # slot 0: the chunk's start state; slot i + 1: after its token i
+    scratch = scratch_ptr + (n * NV + j) * (C + 1) * DK * BV  # slot 0: the chunk's start state; i + 1: after token i
+    partial = j * tl.num_programs(0) + n  # this program's row of the partial sums
 
-    # pass 1: the state at every chunk start, token by token from the initial state
-    S = tl.load(state_ptr + n * DK * DV + block)
-    for c in range(NC):
-        tl.store(chunk_states + c * DK * DV + block, S)
-        for i in range(C):
-            t = c * C + i
-            k = tl.load(k_ptr + (n * T + t) * DK + dk, mask=t + 0 * dk < T, other=0.0)
-            v = tl.load(v_ptr + (n * T + t) * DV + dv, mask=t + 0 * dv < T, other=0.0)
-            b = tl.load(beta_ptr + n * T + t, mask=t < T, other=0.0)
-            alpha = tl.load(alpha_ptr + n * T + t, mask=t < T, other=0.0)
-            S = _delta_step(S, k, v, b, 1.0 - alpha)
-    tl.debug_barrier()
-
-    # pass 2: chunks in reverse; rows past T load as zeros (k = q = do = 0, b = alpha = 0) and leave dS as it is
+    # chunks in reverse; rows past T load as zeros (k = q = do = 0, b = alpha = 0) and leave dS as it is
     dS = tl.load(d_state_ptr + n * DK * DV + block)
     for cc in range(NC):
         c = NC - 1 - cc
         S = tl.load(chunk_states + c * DK * DV + block)
-        tl.store(scratch + block, S)
+        tl.store(scratch + local, S)
         for i in range(C):
             t = c * C + i
             k = tl.load(k_ptr + (n * T + t) * DK + dk, mask=t + 0 * dk < T, other=0.0)
@@ -128,10 +127,10 @@ def delta_bwd_kernel(
             b = tl.load(beta_ptr + n * T + t, mask=t < T, other=0.0)
             alpha = tl.load(alpha_ptr + n * T + t, mask=t < T, other=0.0)
             S = _delta_step(S, k, v, b, 1.0 - alpha)
-            tl.store(scratch + (i + 1) * DK * DV + block, S)
+            tl.store(scratch + (i + 1) * DK * BV + local, S)
         tl.debug_barrier()  # the scratch is read below in another thread layout than it was written
-        for j in range(C):
-            i = C - 1 - j
+        for r in range(C):
+            i = C - 1 - r
             t = c * C + i
             in_k = t + 0 * dk < T
             in_v = t + 0 * dv < T
@@ -141,8 +140,8 @@ def delta_bwd_kernel(
             do = tl.load(d_out_ptr + (n * T + t) * DV + dv, mask=in_v, other=0.0)
             b = tl.load(beta_ptr + n * T + t, mask=t < T, other=0.0)
             a = 1.0 - tl.load(alpha_ptr + n * T + t, mask=t < T, other=0.0)
-            S_prev = tl.load(scratch + i * DK * DV + block)
-            S_cur = tl.load(scratch + (i + 1) * DK * DV + block)
+            S_prev = tl.load(scratch + i * DK * BV + local)
+            S_cur = tl.load(scratch + (i + 1) * DK * BV + local)
 
             dS += q[:, None] * do[None, :]
             u = tl.sum(k[:, None] * S_prev, 0)
@@ -152,11 +151,12 @@ def delta_bwd_kernel(
             dk_t = b * tl.sum(dS * v[None, :], 1) - a * b * (tl.sum(dS * u[None, :], 1) + tl.sum(S_prev * w[None, :], 1))
             d_alpha = -tl.sum(tl.sum(dS * P, 1), 0)
             d_beta = tl.sum(w * (v - a * u), 0)
-            tl.store(dq_ptr + (n * T + t) * DK + dk, dq, mask=in_k)
-            tl.store(dk_ptr + (n * T + t) * DK + dk, dk_t, mask=in_k)
+            row = partial * T + t
+            tl.store(dq_ptr + row * DK + dk, dq, mask=in_k)
+            tl.store(dk_ptr + row * DK + dk, dk_t, mask=in_k)
+            tl.store(dbeta_ptr + row, d_beta, mask=t < T)
+            tl.store(dalpha_ptr + row, d_alpha, mask=t < T)
             tl.store(dv_ptr + (n * T + t) * DV + dv, b * w, mask=in_v)
-            tl.store(dbeta_ptr + n * T + t, d_beta, mask=t < T)
-            tl.store(dalpha_ptr + n * T + t, d_alpha, mask=t < T)
             dS = a * (dS - b * k[:, None] * w[None, :])
         tl.debug_barrier()  # the next chunk rewrites the scratch
     tl.store(d_state0_ptr + n * DK * DV + block, dS)
@@ -169,9 +169,12 @@ def supports(key_dim: int, value_dim: int, chunk_size: int) -> bool:
 
 def delta_update(
     state: Tensor, q: Tensor, k: Tensor, v: Tensor, beta: Tensor, alpha: Tensor, chunk_size: int = 64,
-    precision: str = "ieee",
+    precision: str = "ieee", chunk_states: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Same contract as `reference.delta_update`: o [B, H, T, Dv] and the new state [B, H, Dk, Dv]."""
+    """Same contract as `reference.delta_update`: o [B, H, T, Dv] and the new state [B, H, Dk, Dv].
+
+    chunk_states: when given, a float32 [B * H, ceil(T / chunk_size), Dk, Dv] buffer that receives the state at
+    every chunk start (what the backward starts each chunk from)."""
     B, H, T, Dk = k.shape
     Dv = v.shape[-1]
     if not supports(Dk, Dv, chunk_size):
@@ -183,54 +186,64 @@ def delta_update(
     if T > 0:
         delta_fwd_kernel[(N,)](
             flat(q, N, T, Dk), flat(k, N, T, Dk), flat(v, N, T, Dv), flat(beta, N, T), flat(alpha, N, T),
-            new_state, out, T, DK=Dk, DV=Dv, C=chunk_size, PRECISION=precision,
+            new_state, out, out if chunk_states is None else chunk_states, T,
+            DK=Dk, DV=Dv, C=chunk_size, PRECISION=precision, SAVE_STATES=chunk_states is not None,
         )
     return out.reshape(B, H, T, Dv).to(v.dtype), new_state.reshape(B, H, Dk, Dv).to(state.dtype)
 
 
 def delta_backward(
     state: Tensor, q: Tensor, k: Tensor, v: Tensor, beta: Tensor, alpha: Tensor, d_out: Tensor | None,
-    d_state: Tensor | None, chunk_size: int = 64,
+    d_state: Tensor | None, chunk_size: int = 64, chunk_states: Tensor | None = None, block_v: int = 16,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The gradients of `delta_update`'s inputs (state, q, k, v, beta, alpha), given those of its outputs (None:
-    zero). chunk_size here is only how often pass 1 keeps a state: it trades memory for nothing else."""
+    zero). chunk_states: what the forward kept (`delta_update(..., chunk_states=)`); None runs the forward again
+    to get them. block_v: state columns per program."""
     B, H, T, Dk = k.shape
     Dv = v.shape[-1]
-    N = B * H
-    NC = triton.cdiv(T, chunk_size)
+    if not supports(Dk, Dv, chunk_size) or block_v > Dv or Dv % block_v:
+        raise ValueError(f"no delta-rule backward for key {Dk}, value {Dv}, chunk {chunk_size}, block {block_v}")
+    N, NV, NC = B * H, Dv // block_v, triton.cdiv(T, chunk_size)
     f32 = {"device": k.device, "dtype": torch.float32}
     flat = lambda x, *shape: x.reshape(*shape).to(torch.float32).contiguous()
     d_out = torch.zeros(N, T, Dv, **f32) if d_out is None else flat(d_out, N, T, Dv)
     d_state = torch.zeros(N, Dk, Dv, **f32) if d_state is None else flat(d_state, N, Dk, Dv)
-    dq, dk = torch.empty(N, T, Dk, **f32), torch.empty(N, T, Dk, **f32)
-    dv = torch.empty(N, T, Dv, **f32)
-    dbeta, dalpha = torch.empty(N, T, **f32), torch.empty(N, T, **f32)
+    dq, dk = torch.zeros(NV, N, T, Dk, **f32), torch.zeros(NV, N, T, Dk, **f32)
+    dbeta, dalpha = torch.zeros(NV, N, T, **f32), torch.zeros(NV, N, T, **f32)
+    dv = torch.zeros(N, T, Dv, **f32)
     d_state0 = d_state.clone()  # T = 0: the gradient passes through unchanged
     if T > 0:
-        chunk_states = torch.empty(N, NC, Dk, Dv, **f32)
-        scratch = torch.empty(N, chunk_size + 1, Dk, Dv, **f32)
-        delta_bwd_kernel[(N,)](
+        if chunk_states is None:
+            chunk_states = torch.empty(N, NC, Dk, Dv, **f32)
+            delta_update(state, q, k, v, beta, alpha, chunk_size, chunk_states=chunk_states)
+        scratch = torch.empty(N, NV, chunk_size + 1, Dk, block_v, **f32)
+        delta_bwd_kernel[(N, NV)](
             flat(q, N, T, Dk), flat(k, N, T, Dk), flat(v, N, T, Dv), flat(beta, N, T), flat(alpha, N, T),
-            flat(state, N, Dk, Dv), d_out, d_state, chunk_states, scratch, dq, dk, dv, dbeta, dalpha, d_state0,
-            T, NC, DK=Dk, DV=Dv, C=chunk_size,
+            d_out, d_state, chunk_states, scratch, dq, dk, dv, dbeta, dalpha, d_state0, T, NC,
+            DK=Dk, DV=Dv, BV=block_v, C=chunk_size,
         )
     return (
-        d_state0.reshape(state.shape).to(state.dtype), dq.reshape(q.shape).to(q.dtype),
-        dk.reshape(k.shape).to(k.dtype), dv.reshape(v.shape).to(v.dtype),
-        dbeta.reshape(beta.shape).to(beta.dtype), dalpha.reshape(alpha.shape).to(alpha.dtype),
+        d_state0.reshape(state.shape).to(state.dtype), dq.sum(0).reshape(q.shape).to(q.dtype),
+        dk.sum(0).reshape(k.shape).to(k.dtype), dv.reshape(v.shape).to(v.dtype),
+        dbeta.sum(0).reshape(beta.shape).to(beta.dtype), dalpha.sum(0).reshape(alpha.shape).to(alpha.dtype),
     )
 
 
 class DeltaRule(torch.autograd.Function):
-    """`delta_update` with the Triton backward: what `ops.delta_update` runs when gradients are wanted."""
+    """`delta_update` with the Triton backward: what `ops.delta_update` runs when gradients are wanted. The forward
+    keeps the state at each chunk start (Dk x Dv floats per chunk and head) for the backward."""
 
     @staticmethod
     def forward(ctx, state, q, k, v, beta, alpha, chunk_size):
-        ctx.save_for_backward(state, q, k, v, beta, alpha)
+        B, H, T, Dk = k.shape
+        chunk_states = torch.empty(B * H, triton.cdiv(T, chunk_size), Dk, v.shape[-1], device=k.device)
+        out = delta_update(state, q, k, v, beta, alpha, chunk_size, chunk_states=chunk_states)
+        ctx.save_for_backward(state, q, k, v, beta, alpha, chunk_states)
         ctx.chunk_size = chunk_size
-        return delta_update(state, q, k, v, beta, alpha, chunk_size)
+        return out
 
     @staticmethod
     def backward(ctx, d_out, d_state):
-        grads = delta_backward(*ctx.saved_tensors, d_out, d_state, ctx.chunk_size)
+        *inputs, chunk_states = ctx.saved_tensors
+        grads = delta_backward(*inputs, d_out, d_state, ctx.chunk_size, chunk_states)
         return (*grads, None)

@@ -133,6 +133,20 @@ def test_backward_matches_autograd_through_the_reference(B, H, T, Dk, Dv, chunk)
     assert max(errors) <= 1e-5, errors
 
 
+def test_backward_is_the_same_whatever_the_column_split_and_with_or_without_the_forwards_states():
+    state, q, k, v, beta, alpha = make_inputs(1, 2, 50, 16, 64, seed=7)
+    g = torch.Generator().manual_seed(8)
+    d_out, d_state = torch.randn(v.shape, generator=g).to(DEVICE), torch.randn(state.shape, generator=g).to(DEVICE)
+    inputs = (state, q, k, v, beta, alpha, d_out, d_state, 16)
+    whole = triton_delta.delta_backward(*inputs, block_v=64)
+    kept = torch.empty(2, 4, 16, 64, device=DEVICE)
+    triton_delta.delta_update(state, q, k, v, beta, alpha, 16, chunk_states=kept)
+    for grads in (triton_delta.delta_backward(*inputs, block_v=16), triton_delta.delta_backward(*inputs, kept)):
+        assert all(rel_rmse(a, b) <= 1e-6 for a, b in zip(whole, grads))
+    with pytest.raises(ValueError, match="no delta-rule backward"):
+        triton_delta.delta_backward(*inputs, block_v=48)
+
+
 @pytest.mark.parametrize("forget", [0.0, 0.9])
 def test_backward_with_no_decay_and_strong_decay(forget):
     errors = grads_against_fp64(make_inputs(1, 2, 40, 16, 16, seed=4, forget=forget), 16)
