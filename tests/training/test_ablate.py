@@ -1,0 +1,41 @@
+import torch
+
+from sleeptime.models.engine import MemoryEngine
+from sleeptime.models.titans import TitansLM
+from sleeptime.training.ablate import ablations, main, parts, removed
+from sleeptime.training.train import preset
+
+
+def test_the_parts_are_each_blocks_memory_and_attention_where_it_has_them():
+    mal = TitansLM(preset("tiny").model)
+    assert list(parts(mal)) == ["block 0 memory", "block 0 attention", "block 1 memory", "block 1 attention"]
+    swa = TitansLM(preset("tiny", variant="swa").model)
+    assert list(parts(swa)) == ["block 0 attention", "block 1 attention"]
+
+
+def test_removing_a_part_zeroes_its_output_only_while_removed():
+    torch.manual_seed(0)
+    model = TitansLM(preset("tiny").model).eval()
+    ids = torch.randint(0, 256, (1, 40))
+    with torch.no_grad():
+        before, _, _ = model(ids, model.initial_state(1))
+        with removed(parts(model)["block 1 memory"]):
+            out, _ = model.blocks[1].memory(torch.randn(1, 5, 32), model.blocks[1].memory.initial_state(1))
+            without, _, _ = model(ids, model.initial_state(1))
+        after, _, _ = model(ids, model.initial_state(1))
+    assert torch.equal(out, torch.zeros_like(out))
+    assert not torch.allclose(before, without) and torch.equal(before, after)
+
+
+def test_the_shipped_model_reads_a_pass_key_through_its_first_memory():
+    """The finding in docs/model.md: without block 0's memory the shipped model copies no pass key, even one in its
+    attention window."""
+    model = MemoryEngine.load("demo", "cpu").model.eval()
+    rows = {row.removed: row for row in ablations(model, ["passkey"], n=12) if row.removed in ("nothing", "block 0 memory")}
+    assert rows["nothing"].hits >= 3 and rows["block 0 memory"].hits == 0, rows
+
+
+def test_main_prints_a_table(capsys):
+    main(["--model", "demo", "--tasks", "passkey", "--n", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| task | removed | value read |" and len(lines) == 2 + 5
