@@ -40,6 +40,7 @@ class MemoryConfig:
     momentum: bool = True
     residual_norm: bool = True
     chunk_size: int = 64
+    conv_width: int = 4  # bytes each q, k, v sees through the causal conv (the memory's keys in block 0: no more)
     # upper bounds keep the effective inner step finite far beyond the training length (feasibility.md, round 1)
     theta_max: float = 0.1
     eta_max: float = 0.9
@@ -64,6 +65,8 @@ class MemoryConfig:
                 raise ValueError(f"{name} applies to the delta-rule memory only")
         if self.chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
+        if self.conv_width < 1:
+            raise ValueError("conv_width must be >= 1")
         self.rule  # noqa: B018 the property validates the Miras options
 
     def with_floors(self, write_floor: float | None = None, decay_floor: float | None = None) -> MemoryConfig:
@@ -86,7 +89,7 @@ class NeuralMemory(nn.Module):
         H, D = cfg.heads, cfg.head_dim
         inner = H * D
         self.qkv = nn.Linear(cfg.dim, 3 * inner, bias=False)
-        self.conv = CausalConv(3 * inner)
+        self.conv = CausalConv(3 * inner, cfg.conv_width)
         if cfg.kind == "titans":
             self.gate_names = cfg.rule.gate_names
             shapes = cfg.rule.layer_shapes(D)

@@ -160,6 +160,12 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         cfg = preset("restate")
         stage = cfg.stages[0]
         cfg = replace(cfg, stages=(replace(stage, name="echo", tasks={"echo": 0.4, "chat": 0.4, "passkey": 0.2}),))
+    elif name == "wide":
+        # "echo" with memory keys that see 16 bytes instead of 4 (conv_width): the shipped model copies through its
+        # memories, and block 0's keys are a function of the last four bytes, too few to tell one syllable-built word
+        # from the chit-chat around it (docs/model.md). From the shipped weights the wider conv starts as theirs.
+        cfg = preset("echo")
+        cfg = replace(cfg, model=replace(cfg.model, memory=replace(cfg.model.memory, conv_width=16)))
     elif name == "gpu":
         # for a short GPU lease (benchmarks/gpu_session.sh): the demo model, 583K parameters, reads only 9 of 40
         # held-out chat statements right before the question, so twice its width and depth (4.2M parameters), the
@@ -183,7 +189,7 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         copy, *rest = cfg.stages[:4]
         cfg = replace(cfg, model=replace(cfg.model, window=8192), stages=(replace(copy, steps=3000), *rest))
     else:
-        raise ValueError(f"unknown preset {name!r}; expected tiny, demo, mix, long, sparse, chat, read, restate, echo, gpu or full")
+        raise ValueError(f"unknown preset {name!r}; expected tiny, demo, mix, long, sparse, chat, read, restate, echo, wide, gpu or full")
     if variant:
         cfg = replace(cfg, model=replace(cfg.model, variant=variant))
     return cfg
@@ -343,10 +349,16 @@ def init_weights(model: TitansLM, path: Path) -> list[str]:
 
     Those are allowed so that a baseline with the memory switched off (variant swa, or the full-attention preset)
     can start from a memory model's attention, MLP and embedding weights; every weight the model has must be in the
-    file, with its shape.
+    file, with its shape, but for a memory's causal conv, which may be wider in the model (`conv_width`): it then
+    starts as the file's, computing the same function.
     """
     weights = load_file(str(path))
     own = model.state_dict()
+    for name, param in own.items():
+        # a wider causal conv starts as the file's narrower one: the taps further back are zero
+        if name.endswith("memory.conv.weight") and name in weights and weights[name].shape[-1] < param.shape[-1]:
+            narrow = weights[name]
+            weights[name] = torch.cat([narrow.new_zeros(*narrow.shape[:-1], param.shape[-1] - narrow.shape[-1]), narrow], -1)
     missing = [name for name in own if name not in weights]
     wrong = [f"{n} {tuple(weights[n].shape)} != {tuple(p.shape)}" for n, p in own.items() if n in weights and weights[n].shape != p.shape]
     if missing or wrong:
