@@ -9,8 +9,8 @@ from sleeptime.models.memory import MemoryConfig
 from sleeptime.models.titans import ModelConfig, TitansLM
 
 
-def tiny(variant, kind="delta", window=16):
-    mem = MemoryConfig(dim=32, heads=2, head_dim=16, chunk_size=8, kind=kind)
+def tiny(variant, kind="delta", window=16, conv_width=4):
+    mem = MemoryConfig(dim=32, heads=2, head_dim=16, chunk_size=8, kind=kind, conv_width=conv_width)
     return ModelConfig(variant=variant, dim=32, layers=2, heads=2, mlp_hidden=64, window=window, segment=12, memory=mem)
 
 
@@ -41,9 +41,9 @@ def assert_same_state(a, b):
 @pytest.mark.parametrize("variant", ["lmm", "mag", "mal", "swa"])
 @pytest.mark.parametrize("prefill", [0, 3, 30], ids=["empty", "short-of-window", "past-window"])
 @pytest.mark.parametrize("batch", [1, 2])
-def test_fast_decoder_equals_general_path_fp32(variant, prefill, batch):
+def test_fast_decoder_equals_general_path_fp32(variant, prefill, batch, conv_width=4):
     torch.manual_seed(42)
-    model = TitansLM(tiny(variant)).eval()
+    model = TitansLM(tiny(variant, conv_width=conv_width)).eval()
     tokens = torch.randint(0, 256, (batch, prefill + 40))
     with torch.inference_mode():
         state = model.initial_state(batch)
@@ -56,6 +56,12 @@ def test_fast_decoder_equals_general_path_fp32(variant, prefill, batch):
             ref, got = general(tokens[:, t]), fast(tokens[:, t])
             torch.testing.assert_close(got, ref, rtol=0, atol=1e-5, msg=f"step {t}")
     assert_same_state(state, kept)
+
+
+@pytest.mark.parametrize("prefill", [3, 30])
+def test_fast_decoder_with_a_wider_memory_conv(prefill):
+    """conv_width 16 (the `wide` preset): the decoder's ring of conv inputs is as wide as the conv."""
+    test_fast_decoder_equals_general_path_fp32("mal", prefill, 2, conv_width=16)
 
 
 @pytest.mark.parametrize("variant,kind", [("mac", "delta"), ("mal", "titans")])

@@ -192,3 +192,39 @@ def test_every_preset_builds_a_model_small_enough_to_ship(name):
 def test_an_unknown_preset_names_the_known_ones():
     with pytest.raises(ValueError, match="expected tiny, demo, .* read, restate, echo, wide, gpu or full"):
         preset("huge")
+
+
+def test_a_wider_memory_conv_starts_as_the_files_narrower_one(tmp_path):
+    """init_weights pads a narrower conv with zero taps further back: the wider model computes the same logits, and
+    its state (conv caches of the new width) carries on like one call; a narrower model than the file is refused."""
+    from sleeptime.models import checkpoint
+    from sleeptime.models.titans import ModelConfig
+    from sleeptime.training.train import init_weights
+
+    torch.manual_seed(0)
+    narrow = TitansLM(preset("tiny").model).eval()
+    path = tmp_path / "narrow.safetensors"
+    checkpoint.save_model(narrow, path)
+    cfg = preset("tiny").model
+    wide_cfg = replace(cfg, memory=replace(cfg.memory, conv_width=9))
+    assert ModelConfig.from_dict(json.loads(json.dumps(wide_cfg.to_dict()))) == wide_cfg
+    wide = TitansLM(wide_cfg).eval()
+    init_weights(wide, path)
+    ids = torch.randint(0, 256, (2, 70))
+    with torch.no_grad():
+        expected, _, _ = narrow(ids, narrow.initial_state(2))
+        whole, _, _ = wide(ids, wide.initial_state(2))
+        first, _, state = wide(ids[:, :33], wide.initial_state(2))
+        second, _, _ = wide(ids[:, 33:], state)
+    assert torch.allclose(whole, expected, atol=1e-5)
+    assert torch.allclose(torch.cat([first, second], 1), whole, atol=1e-5)
+    checkpoint.save_model(wide, tmp_path / "wide.safetensors")
+    with pytest.raises(ValueError, match="wrong shapes"):
+        init_weights(TitansLM(cfg), tmp_path / "wide.safetensors")
+    with pytest.raises(ValueError, match="conv_width"):
+        replace(cfg.memory, conv_width=0)
+
+
+def test_the_wide_preset_widens_the_memory_keys_only():
+    assert preset("wide").model.memory.conv_width == 16
+    assert preset("wide").model == replace(preset("echo").model, memory=replace(preset("echo").model.memory, conv_width=16))
