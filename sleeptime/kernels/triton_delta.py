@@ -1,4 +1,4 @@
-"""Triton kernel for the gated delta rule, the memory of the shipped model: the forward of `reference.delta_update`.
+"""Triton kernels for the gated delta rule, the memory of the shipped model: `reference.delta_update` and its backward.
 
     S_t = a_t (I - b_t k_t k_t^T) S_{t-1} + b_t k_t v_t^T,   o_t = q_t S_t,   a_t = 1 - alpha_t
 
@@ -16,7 +16,7 @@ The backward (`delta_bwd_kernel`, wrapped with the forward in `DeltaRule`, an au
 in reverse, one rank-1 step at a time, carrying dS = dL/dS_t in registers. With u = k^T S_{t-1}, w = k^T dS and
 P = S_{t-1} - b k u (so that S_t = a P + b k v^T):
     dS += q do^T        dq = S_t do        dv = b w        da = <dS, P>        db = w . (v - a u)
-    dk = b dS v - a b (dS u + S_{t-1} w)      dS_{t-1} = a (dS - b k w^T)
+    dk = b dS v - a b (dS u + S_{t-1} w)      dS_{t-1} = a (dS - b k w^T)      (and d alpha = -da)
 It needs every S_{t-1}: the forward keeps the state at each chunk start, and the backward recomputes one chunk's
 token states at a time into a per-program scratch before walking that chunk backwards. Each column of S evolves on
 its own (u, w and the update act column by column), so a program owns BV columns of one (batch, head): Dv / BV
