@@ -8,6 +8,11 @@ split's own answer wording, which the model may not produce itself, so the score
 free-running reading ceiling: compare the rows with each other, not with `sleeptime eval --reading`.)
 
     python -m sleeptime.training.ablate --model demo --tasks passkey,chat --n 40
+
+`--bytes` reports instead, for the same teacher-forced answers, how often each byte of the value after its first
+is the top prediction, digits and letters apart: whether the model copies one alphabet and not the other.
+
+    python -m sleeptime.training.ablate --model demo --tasks echo --n 80 --bytes
 """
 
 from __future__ import annotations
@@ -59,9 +64,10 @@ def removed(module: nn.Module | None) -> Iterator[None]:
 
 
 @torch.no_grad()
-def value_read(model: TitansLM, task: str, index: int, tokens: int = 1024, split: str = "heldout") -> bool:
-    """Teacher-forced: are all of the value's bytes the top prediction, right after the statement?"""
-    sample = make_sample(task, HELDOUT_SEED + index, split=split, target_tokens=tokens)
+def value_predictions(model: TitansLM, task: str, index: int, tokens: int = 1024) -> list[tuple[int, bool]]:
+    """Teacher-forced, right after the statement: each byte of the answer's value, and whether it was the top
+    prediction."""
+    sample = make_sample(task, HELDOUT_SEED + index, split="heldout", target_tokens=tokens)
     prompt = tokenizer.encode_messages([answering_message(sample)]) + tokenizer.encode_prompt(sample.question)
     answer = encode_answer(sample.answer_text)
     ids = torch.tensor([prompt + answer], device=next(model.parameters()).device)
@@ -69,7 +75,25 @@ def value_read(model: TitansLM, task: str, index: int, tokens: int = 1024, split
     predicted = logits[0, len(prompt) - 1 : -1].argmax(-1).tolist()
     start = sample.answer_text.encode("utf-8").index(sample.answer_value.encode("utf-8"))
     value = range(start, start + len(sample.answer_value.encode("utf-8")))
-    return all(predicted[i] == answer[i] for i in value)
+    return [(answer[i], predicted[i] == answer[i]) for i in value]
+
+
+def value_read(model: TitansLM, task: str, index: int, tokens: int = 1024) -> bool:
+    """Are all of the value's bytes the top prediction?"""
+    return all(hit for _, hit in value_predictions(model, task, index, tokens))
+
+
+def byte_copies(model: TitansLM, task: str, n: int, tokens: int = 1024) -> dict[str, tuple[int, int]]:
+    """(bytes predicted, bytes) for the digits and the letters of the values after their first byte: the bytes
+    that a copy gets from what preceded them in the statement, where the first must be found by the question."""
+    counts = {"digit": [0, 0], "letter": [0, 0]}
+    for i in range(n):
+        for byte, hit in value_predictions(model, task, i, tokens)[1:]:
+            kind = "digit" if chr(byte).isdigit() else "letter" if chr(byte).isalpha() else None
+            if kind:
+                counts[kind][0] += hit
+                counts[kind][1] += 1
+    return {kind: (hits, total) for kind, (hits, total) in counts.items()}
 
 
 def ablations(model: TitansLM, tasks: Sequence[str], n: int, tokens: int = 1024) -> list[Ablation]:
@@ -88,9 +112,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", default="passkey,chat")
     parser.add_argument("--n", type=int, default=40, help="held-out samples per task")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--bytes", action="store_true", help="copy accuracy of digits and letters instead")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = MemoryEngine.load(args.model, "cpu").model.eval()
+    if args.bytes:
+        print("| task | digits predicted | letters predicted |\n|---|---|---|")
+        for task in args.tasks.split(","):
+            copies = byte_copies(model, task, args.n)
+            cells = [f"{hits} of {total}" + (f" ({hits / total:.2f})" if total else "") for hits, total in copies.values()]
+            print(f"| {task} | {cells[0]} | {cells[1]} |", flush=True)
+        return
     print("| task | removed | value read |\n|---|---|---|")
     for row in ablations(model, args.tasks.split(","), args.n):
         print(f"| {row.task} | {row.removed} | {row.hits} of {row.n} |", flush=True)

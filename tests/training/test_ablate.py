@@ -39,3 +39,23 @@ def test_main_prints_a_table(capsys):
     main(["--model", "demo", "--tasks", "passkey", "--n", "2"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "| task | removed | value read |" and len(lines) == 2 + 5
+
+
+def test_byte_copies_count_the_digits_and_letters_after_each_values_first_byte():
+    from sleeptime.training.ablate import byte_copies, value_predictions
+    from sleeptime.training.data import make_sample
+    from sleeptime.training.evaluate import HELDOUT_SEED
+
+    model = TitansLM(preset("tiny").model).eval()
+    copies = byte_copies(model, "echo", n=3)
+    values = [make_sample("echo", HELDOUT_SEED + i, split="heldout", target_tokens=1024).answer_value for i in range(3)]
+    rest = "".join(v[1:] for v in values)
+    assert copies["digit"][1] == sum(c.isdigit() for c in rest) and copies["letter"][1] == sum(c.isalpha() for c in rest)
+    assert all(0 <= hits <= total for hits, total in copies.values())
+    assert [byte for byte, _ in value_predictions(model, "echo", 0)] == list(values[0].encode())
+
+
+def test_main_prints_the_byte_table(capsys):
+    main(["--model", "demo", "--tasks", "echo", "--n", "2", "--bytes"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| task | digits predicted | letters predicted |" and lines[2].startswith("| echo | ")
