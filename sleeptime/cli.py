@@ -245,7 +245,7 @@ def train_cmd(
 @app.command("eval")
 def eval_cmd(
     model: Annotated[str, typer.Option(envvar="SLEEPTIME_MODEL", help="Shipped model name or model file.")] = "demo",
-    tasks: Annotated[str, typer.Option(help="Comma-separated: passkey, chat, recall.")] = "passkey,chat",
+    tasks: Annotated[str, typer.Option(help="Comma-separated: passkey, chat, recall, echo.")] = "passkey,chat",
     lengths: Annotated[
         str, typer.Option(help="Comma-separated history lengths in tokens.")
     ] = "4096,32768,262144,1048576,2097152",
