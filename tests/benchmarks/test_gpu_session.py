@@ -55,6 +55,16 @@ def test_a_failed_step_fails_the_session_but_the_others_still_run(tmp_path):
     assert "reading FAILED" in log  # no model to read with, and it says so
 
 
+def test_kernels_that_fail_their_step_do_not_train_the_model(tmp_path):
+    """A kernel step that fails (here: Triton without CUDA or its interpreter) leaves training to the reference."""
+    out = tmp_path / "out"
+    proc = run_session(out, KERNELS="1", TRITON_INTERPRET="0")
+    assert proc.returncode == 1
+    log = (out / "session.log").read_text()
+    assert "kernels FAILED" in log and "training on the torch reference" in log
+    assert "train FAILED" not in log and (out / "model.safetensors").exists()
+
+
 def test_bench_model_refuses_an_unknown_device():
     proc = subprocess.run(
         [sys.executable, "-m", "sleeptime", "bench", "model", "--device", "tpu"],
