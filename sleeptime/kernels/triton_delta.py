@@ -236,7 +236,9 @@ class DeltaRule(torch.autograd.Function):
     @staticmethod
     def forward(ctx, state, q, k, v, beta, alpha, chunk_size):
         B, H, T, Dk = k.shape
-        chunk_states = torch.empty(B * H, triton.cdiv(T, chunk_size), Dk, v.shape[-1], device=k.device)
+        chunk_states = torch.empty(
+            B * H, triton.cdiv(T, chunk_size), Dk, v.shape[-1], device=k.device, dtype=torch.float32
+        )
         out = delta_update(state, q, k, v, beta, alpha, chunk_size, chunk_states=chunk_states)
         ctx.save_for_backward(state, q, k, v, beta, alpha, chunk_states)
         ctx.chunk_size = chunk_size
