@@ -57,16 +57,22 @@ def delta_flops_per_token_head(dk: int, dv: int, b: int) -> int:
     return 4 * b * dk + 6 * dk * dv + 2 * b * b + 4 * b * dv
 
 
+def delta_inputs(B: int, H: int, T: int, D: int, device: str, seed: int) -> tuple[torch.Tensor, ...]:
+    """state, q, k (unit), v, beta, alpha of a gated delta rule, alpha small as in the shipped model."""
+    g = torch.Generator().manual_seed(seed)
+    q, k = (F.normalize(torch.randn(B, H, T, D, generator=g), dim=-1) for _ in range(2))
+    v = torch.randn(B, H, T, D, generator=g)
+    beta, alpha = torch.rand(B, H, T, generator=g), 0.01 * torch.rand(B, H, T, generator=g)
+    state = 0.1 * torch.randn(B, H, D, D, generator=g)
+    return tuple(x.to(device) for x in (state, q, k, v, beta, alpha))
+
+
 def delta_rows(args, device: str, card: str) -> tuple[list[str], bool]:
     """Check the delta-rule kernel against the fp64 reference, then time it against the torch reference."""
     from sleeptime.kernels import triton_delta
 
     B, H, T, D = args.batch, args.heads, args.tokens, args.head_dim
-    g = torch.Generator().manual_seed(7)
-    q, k = (F.normalize(torch.randn(B, H, T, D, generator=g), dim=-1).to(device) for _ in range(2))
-    v = torch.randn(B, H, T, D, generator=g).to(device)
-    beta, alpha = torch.rand(B, H, T, generator=g).to(device), (0.01 * torch.rand(B, H, T, generator=g)).to(device)
-    state = (0.1 * torch.randn(B, H, D, D, generator=g)).to(device)
+    state, q, k, v, beta, alpha = delta_inputs(B, H, T, D, device, seed=7)
     rows, failed = [], False
     for chunk in [c for c in args.chunks if triton_delta.supports(D, D, c)]:
         n = min(T, 4 * chunk + chunk // 2)
@@ -108,12 +114,8 @@ def delta_backward_rows(args, device: str, card: str) -> tuple[list[str], bool]:
     from sleeptime.kernels import triton_delta
 
     B, H, T, D, chunk = args.train_batch, args.heads, args.train_tokens, args.head_dim, 64 if not args.smoke else 16
-    g = torch.Generator().manual_seed(11)
-    q, k = (F.normalize(torch.randn(B, H, T, D, generator=g), dim=-1).to(device) for _ in range(2))
-    v = torch.randn(B, H, T, D, generator=g).to(device)
-    beta, alpha = torch.rand(B, H, T, generator=g).to(device), (0.01 * torch.rand(B, H, T, generator=g)).to(device)
-    state = (0.1 * torch.randn(B, H, D, D, generator=g)).to(device)
-    d_out = torch.randn(B, H, T, D, generator=g).to(device)
+    state, q, k, v, beta, alpha = delta_inputs(B, H, T, D, device, seed=11)
+    d_out = torch.randn(B, H, T, D, generator=torch.Generator().manual_seed(12)).to(device)
 
     def grads(update, inputs, dtype=None):
         leaves = [(x.to(dtype) if dtype else x.clone()).requires_grad_() for x in inputs]

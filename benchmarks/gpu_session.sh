@@ -56,8 +56,8 @@ if [ "$KERNELS" = 1 ]; then
 fi
 step bench "$PYTHON" -m sleeptime bench model --device "$DEVICE" --tokens "$BENCH_TOKENS" --threads 4 --json \
     >"$OUT/bench_model.jsonl"
-step train env SLEEPTIME_KERNELS="$train_kernels" "$PYTHON" -m sleeptime train --preset "$PRESET" --device "$DEVICE" --max-minutes "$TRAIN_MINUTES" \
-    --out "$RUN" $TRAIN_ARGS >/dev/null  # unquoted: several arguments
+step train env SLEEPTIME_KERNELS="$train_kernels" "$PYTHON" -m sleeptime train --preset "$PRESET" --device "$DEVICE" \
+    --max-minutes "$TRAIN_MINUTES" --out "$RUN" $TRAIN_ARGS >/dev/null  # unquoted: several arguments
 cp "$RUN/model.safetensors" "$RUN/train.log.jsonl" "$OUT/" 2>>"$OUT/session.log" || failed=1
 step reading "$PYTHON" -m sleeptime eval --model "$OUT/model.safetensors" --device "$DEVICE" --reading \
     --tasks chat,passkey --lengths 1024 --n "$EVAL_N" --json >"$OUT/reading.jsonl"
