@@ -4,11 +4,14 @@
 #      and timed (benchmarks/gpu_kernels.py);
 #   2. the shipped model's consolidation throughput on the GPU (`sleeptime bench model --device cuda`);
 #   3. the `gpu` preset trained from scratch for TRAIN_MINUTES (through the delta rule's Triton kernels if step 1
-#      passed, else the reference), then its reading ceiling and its recall on the held-out split (`sleeptime eval`).
+#      passed, else the reference), its learning rate annealed by the clock, then its reading ceiling and its recall
+#      on the held-out split (`sleeptime eval`).
+# With BUDGET_S set, TRAIN_MINUTES is what is left of BUDGET_S seconds after steps 1-2, less EVAL_RESERVE_S for the
+# evaluation: the session then ends near BUDGET_S whatever the kernels' compile and the bench took.
 # Everything lands in OUT (at most 8 files, none over 16 MiB: what a lease sends back). A failed step is logged
 # and the next one still runs; the exit status is 1 if any step failed.
 #
-#   OUT=results/gpu bash benchmarks/gpu_session.sh        # on a GPU: planned at about 9 minutes (not yet timed)
+#   OUT=results/gpu BUDGET_S=560 bash benchmarks/gpu_session.sh   # on a GPU: about 9 minutes
 #   OUT=/tmp/s DEVICE=cpu PRESET=tiny KERNELS=0 TRAIN_MINUTES=0.1 EVAL_N=2 EVAL_LENGTHS=1024 \
 #       BENCH_TOKENS=4096 bash benchmarks/gpu_session.sh  # smoke test on the CPU (tests/benchmarks)
 #
@@ -22,6 +25,8 @@ DEVICE=${DEVICE:-cuda}
 PRESET=${PRESET:-gpu}
 KERNELS=${KERNELS:-1}
 TRAIN_MINUTES=${TRAIN_MINUTES:-4}
+BUDGET_S=${BUDGET_S:-}
+EVAL_RESERVE_S=${EVAL_RESERVE_S:-200}  # the trainer's start and save (~20 s), reading (60 s at most), recall (the rest)
 EVAL_N=${EVAL_N:-40}
 EVAL_LENGTHS=${EVAL_LENGTHS:-1024,4096,32768}
 BENCH_TOKENS=${BENCH_TOKENS:-65536,1048576}
@@ -54,13 +59,19 @@ if [ "$KERNELS" = 1 ]; then
     # a kernel that failed its check (or to compile) must not train the model: the reference does
     [ "$failed" = 0 ] || { train_kernels=torch; say "training on the torch reference"; }
 fi
-step bench "$PYTHON" -m sleeptime bench model --device "$DEVICE" --tokens "$BENCH_TOKENS" --threads 4 --json \
+step bench timeout 120 "$PYTHON" -m sleeptime bench model --device "$DEVICE" --tokens "$BENCH_TOKENS" --threads 4 --json \
     >"$OUT/bench_model.jsonl"
+if [ -n "$BUDGET_S" ]; then
+    TRAIN_MINUTES=$("$PYTHON" -c "print(round(max(0.5, ($BUDGET_S - $SECONDS - $EVAL_RESERVE_S) / 60), 2))")
+    say "training for $TRAIN_MINUTES minutes ($SECONDS s of $BUDGET_S spent)"
+fi
 step train env SLEEPTIME_KERNELS="$train_kernels" "$PYTHON" -m sleeptime train --preset "$PRESET" --device "$DEVICE" \
-    --max-minutes "$TRAIN_MINUTES" --out "$RUN" $TRAIN_ARGS >/dev/null  # unquoted: several arguments
+    --max-minutes "$TRAIN_MINUTES" --anneal-by-clock --out "$RUN" $TRAIN_ARGS >/dev/null  # unquoted: several arguments
 cp "$RUN/model.safetensors" "$RUN/train.log.jsonl" "$OUT/" 2>>"$OUT/session.log" || failed=1
-step reading "$PYTHON" -m sleeptime eval --model "$OUT/model.safetensors" --device "$DEVICE" --reading \
+step reading timeout 60 "$PYTHON" -m sleeptime eval --model "$OUT/model.safetensors" --device "$DEVICE" --reading \
     --tasks chat,passkey --lengths 1024 --n "$EVAL_N" --json >"$OUT/reading.jsonl"
-step recall "$PYTHON" -m sleeptime eval --model "$OUT/model.safetensors" --device "$DEVICE" --tasks chat,passkey \
+step recall timeout $((EVAL_RESERVE_S - 80)) "$PYTHON" -m sleeptime eval --model "$OUT/model.safetensors" --device "$DEVICE" --tasks chat,passkey \
     --lengths "$EVAL_LENGTHS" --n "$EVAL_N" --batch "$EVAL_N" --json >"$OUT/recall.jsonl"
+tail -n 3 "$RUN/train.log.jsonl" 2>/dev/null
+cat "$OUT"/gpu_kernels.md "$OUT"/bench_model.jsonl "$OUT"/reading.jsonl "$OUT"/recall.jsonl 2>/dev/null | cut -c1-400
 exit $failed

@@ -202,6 +202,9 @@ def train_cmd(
     novel_values: Annotated[
         float | None, typer.Option(min=0, max=1, help="Share of chat values drawn in a random shape (copy, not recall a list).")
     ] = None,
+    anneal_by_clock: Annotated[
+        bool, typer.Option(help="Anneal the learning rate to its floor by --max-minutes instead of over the steps.")
+    ] = False,
 ):
     """Train a memory model through its inner updates (curriculum of streamed histories); resumable."""
     from pathlib import Path
@@ -220,6 +223,8 @@ def train_cmd(
             decay_floor=decay_floor, novel_values=novel_values,
         )
         dev = pick_device(device)
+        if anneal_by_clock and not max_minutes:
+            raise ValueError("--anneal-by-clock needs --max-minutes")
     except ValueError as exc:
         raise SleeptimeError(str(exc)) from None
     log_path = Path(out) / "train.log.jsonl"
@@ -237,7 +242,7 @@ def train_cmd(
 
         progress = train(
             cfg, Path(out), device=dev, max_minutes=max_minutes, on_step=on_step,
-            init_from=Path(init_from) if init_from else None,
+            init_from=Path(init_from) if init_from else None, anneal_by_clock=anneal_by_clock,
         )
     console.print(f"model written to {Path(out) / 'model.safetensors'} after {progress['step']} steps")
 

@@ -34,6 +34,8 @@ from sleeptime.training.data import encode_answer, make_sample
 
 log = logging.getLogger(__name__)
 
+MAX_BAD_STEPS = 20  # consecutive non-finite losses before a run gives up
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -312,10 +314,12 @@ def batch_loss(
     return loss, exact
 
 
-def _lr(cfg: TrainConfig, step: int) -> float:
+def _lr(cfg: TrainConfig, step: int, clock: float = 0.0) -> float:
+    """Linear warmup, then a cosine down to min_lr over the recipe's steps, or sooner: `clock` (0 to 1) is the share
+    of a time-boxed run already spent, and the schedule follows whichever is further along."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.total_steps - cfg.warmup))
+    progress = min(1.0, max(clock, (step - cfg.warmup) / max(1, cfg.total_steps - cfg.warmup)))
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
@@ -377,11 +381,17 @@ def train(
     max_minutes: float | None = None,
     on_step: Callable[[dict], None] | None = None,
     init_from: Path | None = None,
+    anneal_by_clock: bool = False,
 ) -> dict:
     """Run (or resume) the curriculum; returns the final progress record. Writes out/model.safetensors.
 
     init_from: a model file whose weights start a new run (ignored when the run resumes).
+    anneal_by_clock: the learning rate reaches min_lr when max_minutes run out rather than after the recipe's steps
+    (a time-boxed run, e.g. a short GPU lease, that would otherwise stop with its learning rate still high).
+    A step whose loss is not finite is skipped (no update); MAX_BAD_STEPS of them in a row stop the run with an error.
     """
+    if anneal_by_clock and not max_minutes:
+        raise ValueError("annealing by the clock needs max_minutes")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({"model": cfg.model.to_dict(), "train": _describe(cfg)}, indent=1))
     torch.manual_seed(cfg.seed)
@@ -402,18 +412,28 @@ def train(
     seconds_before = progress["seconds"]
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
     running = progress.get("exact", 0.0)
+    bad_steps = 0
     while progress["stage"] < len(cfg.stages):
         stage = cfg.stages[progress["stage"]]
         if max_minutes is not None and (time.monotonic() - started) / 60 >= max_minutes:
             break
         ids, is_answer = make_batch(stage, rng)
         ids, is_answer = ids.to(device), is_answer.to(device)
+        clock = (time.monotonic() - started) / 60 / max_minutes if anneal_by_clock else 0.0
         for group in opt.param_groups:
-            group["lr"] = _lr(cfg, progress["step"])
+            group["lr"] = _lr(cfg, progress["step"], clock)
         with amp:
             loss, exact = batch_loss(
                 model, ids, is_answer, stage.window, cfg.prefix_segment, cfg.lm_weight, cfg.write_penalty
             )
+        if not torch.isfinite(loss):
+            bad_steps += 1
+            progress["skipped"] = progress.get("skipped", 0) + 1
+            log.warning("step %d: loss %s, skipped (%d in a row)", progress["step"], loss.item(), bad_steps)
+            if bad_steps >= MAX_BAD_STEPS:
+                raise RuntimeError(f"{bad_steps} steps in a row had a loss that is not finite; the last checkpoint is kept")
+            continue
+        bad_steps = 0
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)

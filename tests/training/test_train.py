@@ -3,6 +3,7 @@
 import json
 import random
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -228,3 +229,49 @@ def test_a_wider_memory_conv_starts_as_the_files_narrower_one(tmp_path):
 def test_the_wide_preset_widens_the_memory_keys_only():
     assert preset("wide").model.memory.conv_width == 16
     assert preset("wide").model == replace(preset("echo").model, memory=replace(preset("echo").model.memory, conv_width=16))
+
+
+def test_the_schedule_can_anneal_by_the_clock():
+    from sleeptime.training.train import _lr
+
+    cfg = preset("gpu")
+    step = cfg.warmup + 10  # early in the recipe's steps: the rate is still near its peak
+    assert _lr(cfg, step) == _lr(cfg, step, clock=0.0) > 0.99 * cfg.lr
+    assert _lr(cfg, step, clock=0.5) == pytest.approx((cfg.lr + cfg.min_lr) / 2)
+    assert _lr(cfg, step, clock=1.0) == pytest.approx(cfg.min_lr)
+    assert _lr(cfg, cfg.total_steps, clock=0.1) == pytest.approx(cfg.min_lr)  # the steps can be further along
+    assert _lr(cfg, 0, clock=1.0) == cfg.lr / cfg.warmup  # warmup stays by steps
+    with pytest.raises(ValueError, match="max_minutes"):
+        train(preset("tiny"), Path("unused"), anneal_by_clock=True)
+
+
+def test_a_step_whose_loss_is_not_finite_is_skipped(tmp_path, monkeypatch):
+    import sleeptime.training.train as training
+
+    calls = []
+
+    def poisoned_first_two(*args, **kwargs):
+        loss, exact = batch_loss(*args, **kwargs)
+        calls.append(1)
+        return (loss * float("nan"), exact) if len(calls) <= 2 else (loss, exact)
+
+    monkeypatch.setattr(training, "batch_loss", poisoned_first_two)
+    cfg = preset("tiny")
+    done = train(cfg, tmp_path)
+    assert done["skipped"] == 2 and done["step"] == cfg.total_steps and len(calls) == cfg.total_steps + 2
+    weights = MemoryEngine.load(str(tmp_path / "model.safetensors"), "cpu").model.state_dict().values()
+    assert all(torch.isfinite(w).all() for w in weights)
+
+
+def test_a_run_whose_losses_stay_not_finite_stops_with_an_error(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    cfg = preset("tiny")
+    train(cfg, tmp_path / "first", max_minutes=0.0)
+    weights = load_file(str(tmp_path / "first" / "model.safetensors"))
+    name = next(n for n in weights if "embed" in n)
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    save_file(weights, str(tmp_path / "nan.safetensors"))
+    with pytest.raises(RuntimeError, match="not finite"):
+        train(cfg, tmp_path / "second", init_from=tmp_path / "nan.safetensors")
+    assert not (tmp_path / "second" / "model.safetensors").exists()
