@@ -19,6 +19,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -413,45 +414,55 @@ def train(
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
     running = progress.get("exact", 0.0)
     bad_steps = 0
-    while progress["stage"] < len(cfg.stages):
-        stage = cfg.stages[progress["stage"]]
-        if max_minutes is not None and (time.monotonic() - started) / 60 >= max_minutes:
-            break
-        ids, is_answer = make_batch(stage, rng)
-        ids, is_answer = ids.to(device), is_answer.to(device)
-        clock = (time.monotonic() - started) / 60 / max_minutes if anneal_by_clock else 0.0
-        for group in opt.param_groups:
-            group["lr"] = _lr(cfg, progress["step"], clock)
-        with amp:
-            loss, exact = batch_loss(
-                model, ids, is_answer, stage.window, cfg.prefix_segment, cfg.lm_weight, cfg.write_penalty
+    # the next batch is drawn in a thread while the device works on this one (waiting on CUDA releases the GIL);
+    # one worker, so the batches still come from `rng` one after the other
+    batches = ThreadPoolExecutor(1, thread_name_prefix="batches")
+    upcoming: tuple[int, Future] | None = None  # (stage index, batch)
+    try:
+        while progress["stage"] < len(cfg.stages):
+            stage = cfg.stages[progress["stage"]]
+            if max_minutes is not None and (time.monotonic() - started) / 60 >= max_minutes:
+                break
+            if upcoming is None or upcoming[0] != progress["stage"]:  # a batch drawn for the stage before is dropped
+                upcoming = (progress["stage"], batches.submit(make_batch, stage, rng))
+            ids, is_answer = upcoming[1].result()
+            upcoming = (progress["stage"], batches.submit(make_batch, stage, rng))
+            ids, is_answer = ids.to(device), is_answer.to(device)
+            clock = (time.monotonic() - started) / 60 / max_minutes if anneal_by_clock else 0.0
+            for group in opt.param_groups:
+                group["lr"] = _lr(cfg, progress["step"], clock)
+            with amp:
+                loss, exact = batch_loss(
+                    model, ids, is_answer, stage.window, cfg.prefix_segment, cfg.lm_weight, cfg.write_penalty
+                )
+            if not torch.isfinite(loss):
+                bad_steps += 1
+                progress["skipped"] = progress.get("skipped", 0) + 1
+                log.warning("step %d: loss %s, skipped (%d in a row)", progress["step"], loss.item(), bad_steps)
+                if bad_steps >= MAX_BAD_STEPS:
+                    raise RuntimeError(f"{bad_steps} steps in a row had a loss that is not finite; the last checkpoint is kept")
+                continue
+            bad_steps = 0
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            opt.step()
+            running = 0.9 * running + 0.1 * exact
+            progress.update(
+                step=progress["step"] + 1, stage_step=progress["stage_step"] + 1, loss=round(loss.item(), 4),
+                exact=round(running, 3), seconds=round(seconds_before + time.monotonic() - started, 1),
             )
-        if not torch.isfinite(loss):
-            bad_steps += 1
-            progress["skipped"] = progress.get("skipped", 0) + 1
-            log.warning("step %d: loss %s, skipped (%d in a row)", progress["step"], loss.item(), bad_steps)
-            if bad_steps >= MAX_BAD_STEPS:
-                raise RuntimeError(f"{bad_steps} steps in a row had a loss that is not finite; the last checkpoint is kept")
-            continue
-        bad_steps = 0
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        opt.step()
-        running = 0.9 * running + 0.1 * exact
-        progress.update(
-            step=progress["step"] + 1, stage_step=progress["stage_step"] + 1, loss=round(loss.item(), 4),
-            exact=round(running, 3), seconds=round(seconds_before + time.monotonic() - started, 1),
-        )
-        done_by_skill = stage.advance_at is not None and running >= stage.advance_at and progress["stage_step"] >= 20
-        if progress["stage_step"] >= stage.steps or done_by_skill:
-            log.info("stage %s done after %d steps (exact %.2f)", stage.name, progress["stage_step"], running)
-            progress.update(stage=progress["stage"] + 1, stage_step=0, exact=0.0)
-            running = 0.0
-        if on_step:
-            on_step(dict(progress, stage_name=stage.name))
-        if progress["step"] % cfg.save_every == 0 or progress["stage"] >= len(cfg.stages):
-            _save(out, model, opt, progress)
+            done_by_skill = stage.advance_at is not None and running >= stage.advance_at and progress["stage_step"] >= 20
+            if progress["stage_step"] >= stage.steps or done_by_skill:
+                log.info("stage %s done after %d steps (exact %.2f)", stage.name, progress["stage_step"], running)
+                progress.update(stage=progress["stage"] + 1, stage_step=0, exact=0.0)
+                running = 0.0
+            if on_step:
+                on_step(dict(progress, stage_name=stage.name))
+            if progress["step"] % cfg.save_every == 0 or progress["stage"] >= len(cfg.stages):
+                _save(out, model, opt, progress)
+    finally:
+        batches.shutdown(cancel_futures=True)
     _save(out, model, opt, progress)
     return progress
 
