@@ -4,7 +4,8 @@ For each chunk size the script first checks the kernel against the reference in 
 times the implementations on the full input and reports tokens/s and achieved TFLOP/s under the FLOP model
 below. The gated delta rule also gets a training table: forward plus backward through the Triton pair
 (`triton_delta.DeltaRule`) against autograd through the reference, its gradients checked against fp64 autograd
-first. A check above tolerance exits with status 1 after writing the tables.
+first. A check above tolerance exits after writing the tables: with status 1 if a delta-rule check failed (the
+shipped model's memory: training must not run through it), else 2 if only a Titans-memory check failed.
 
     python benchmarks/gpu_kernels.py --out results/gpu_kernels.md                 # a GPU: 16 heads of 64, 64K tokens
     TRITON_INTERPRET=1 python benchmarks/gpu_kernels.py --smoke --out /tmp/k.md   # CPU, tiny, slow (tests/kernels)
@@ -26,8 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sleeptime.kernels import reference
 from sleeptime.kernels.reference import MemoryRule, TitansState
 
-# relative RMSE allowed against the fp64 reference, by the kernel's matmul-input precision
+# relative RMSE allowed against the fp64 reference, by the kernel's matmul-input precision. An fp32 ("ieee") kernel
+# may also err as much as REF_FACTOR times the fp32 torch reference itself: the Titans memory's chunked update is
+# ill-conditioned in fp32 at large chunks (at D 64, depth 2 the reference errs 1e-5, 9e-5 and 1e-3 at chunks 16, 64
+# and 256), so a kernel as exact as fp32 allows cannot meet 1e-5 there
 TOLERANCE = {"ieee": 1e-5, "tf32": 5e-3, "bf16": 3e-2}
+REF_FACTOR = 5
 
 
 def flops_per_token_head(d: int, expansion: int, depth: int, b: int) -> int:
@@ -168,15 +173,15 @@ def rel_rmse(ref: torch.Tensor, x: torch.Tensor) -> float:
     return ((ref - x).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt()).item()
 
 
-def check(triton_titans, rule, inputs, chunk, precision) -> float:
-    """Largest relative RMSE of the kernel (y and every state) against the fp64 reference."""
+def check(update, rule, inputs, chunk, **options) -> float:
+    """Largest relative RMSE of a Titans update in fp32 (y and every state) against the fp64 reference."""
     state, q, k, v, gates, nw = inputs
     wide = lambda x: x.double()
     state64 = TitansState([wide(w) for w in state.weights], [wide(s) for s in state.momentum], {})
     y64, s64 = reference.titans_update(
         state64, wide(q), wide(k), wide(v), {n: wide(x) for n, x in gates.items()}, rule, chunk, wide(nw)
     )
-    y, s = triton_titans.titans_update(state, q, k, v, gates, rule, chunk, nw, precision=precision)
+    y, s = update(state, q, k, v, gates, rule, chunk, nw, **options)
     errors = [rel_rmse(y64, y)] + [rel_rmse(a, b) for a, b in zip(s64.weights + s64.momentum, s.weights + s.momentum)]
     return max(errors)
 
@@ -242,11 +247,13 @@ def main(argv: list[str] | None = None) -> int:
             return lambda warm=False: fn(*(warm_inputs if warm else (state, q, k, v, gates)), rule, chunk, nw, **kw)
 
         variants = []
+        ref_err = check(reference.titans_update, rule, short, chunk)
         for precision in args.precision:
-            err = check(triton_titans, rule, short, chunk, precision)
-            failed |= err > TOLERANCE[precision]
+            err = check(triton_titans.titans_update, rule, short, chunk, precision=precision)
+            bound = max(TOLERANCE[precision], REF_FACTOR * ref_err) if precision == "ieee" else TOLERANCE[precision]
+            failed |= err > bound
             variants.append((f"triton {precision}", runner(triton_titans.titans_update, precision=precision), err))
-        variants.append(("torch reference", runner(reference.titans_update), None))
+        variants.append(("torch reference", runner(reference.titans_update), ref_err))
         if not args.no_compile:
             if compiled_chunk is None:
                 compiled_chunk = torch.compile(reference._titans_chunk, dynamic=False)
@@ -274,20 +281,23 @@ def main(argv: list[str] | None = None) -> int:
         (f"Titans memory update, forward, on {card}: B={B}, H={H}, D={D}, T={T}, depth {rule.depth}, "
          f"expansion {rule.expansion}, l2 bias, decay, momentum, residual LayerNorm."),
         ("TFLOP/s counts flops_per_token_head() (benchmarks/gpu_kernels.py); check = worst relative RMSE of y and "
-         "the states against the fp64 reference on a prefix."),
+         "the states against the fp64 reference on a prefix (the torch reference's row: its own, in fp32). Bounds: "
+         f"{TOLERANCE}, and for ieee at least {REF_FACTOR} times the fp32 reference's error."),
         "",
         "| chunk | implementation | tokens/s | ms | TFLOP/s | check |",
         "|---|---|---|---|---|---|",
     ]
     delta_table, delta_failed = delta_rows(args, device, card)
-    failed |= delta_failed
     train_table, train_failed = delta_backward_rows(args, device, card)
-    failed |= train_failed
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(header + rows + delta_table + train_table) + "\n")
+    if delta_failed or train_failed:
+        print("delta-rule kernel check above tolerance", file=sys.stderr)
+        return 1
     if failed:
-        print("kernel check above tolerance", file=sys.stderr)
-    return 1 if failed else 0
+        print("Titans-memory kernel check above tolerance (the delta rule's passed)", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

@@ -182,3 +182,24 @@ def test_benchmark_smoke(tmp_path):
     assert "| chunk |" in table and "Gated delta rule" in table and "training (forward + backward)" in table
     assert table.count("| triton ieee |") == 4  # two chunk sizes, each for the Titans memory and the delta rule
     assert table.count("| triton forward + backward |") == 1
+
+
+@pytest.mark.skipif(
+    DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1", reason="needs CUDA or the interpreter"
+)
+def test_benchmark_exit_status_tells_which_kernel_failed(tmp_path, monkeypatch):
+    """1: a delta-rule check failed (training must not use the kernels); 2: only a Titans-memory check did."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import gpu_kernels
+
+    real_check = gpu_kernels.check
+
+    def titans_kernel_off_by_one(update, *args, **options):  # the Titans kernel's error, made large
+        return real_check(update, *args, **options) + (1.0 if update is triton_titans.titans_update else 0.0)
+
+    monkeypatch.setattr(gpu_kernels, "check", titans_kernel_off_by_one)
+    assert gpu_kernels.main(["--smoke", "--out", str(tmp_path / "a.md")]) == 2
+    monkeypatch.setattr(gpu_kernels, "check", real_check)
+    monkeypatch.setitem(gpu_kernels.TOLERANCE, "ieee", 0.0)  # no fp32 kernel is exact: the delta rule's checks fail
+    assert gpu_kernels.main(["--smoke", "--out", str(tmp_path / "b.md")]) == 1
+    assert (tmp_path / "b.md").read_text().count("| triton forward + backward |") == 1  # the tables still written
