@@ -188,7 +188,7 @@ def test_benchmark_smoke(tmp_path):
     DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1", reason="needs CUDA or the interpreter"
 )
 def test_benchmark_exit_status_tells_which_kernel_failed(tmp_path, monkeypatch):
-    """1: a delta-rule check failed (training must not use the kernels); 2: only a Titans-memory check did."""
+    """1: a delta-rule check failed (training must not use the kernels); 3: only a Titans-memory check did."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import gpu_kernels
 
@@ -198,7 +198,7 @@ def test_benchmark_exit_status_tells_which_kernel_failed(tmp_path, monkeypatch):
         return real_check(update, *args, **options) + (1.0 if update is triton_titans.titans_update else 0.0)
 
     monkeypatch.setattr(gpu_kernels, "check", titans_kernel_off_by_one)
-    assert gpu_kernels.main(["--smoke", "--out", str(tmp_path / "a.md")]) == 2
+    assert gpu_kernels.main(["--smoke", "--out", str(tmp_path / "a.md")]) == 3
     monkeypatch.setattr(gpu_kernels, "check", real_check)
     monkeypatch.setitem(gpu_kernels.TOLERANCE, "ieee", 0.0)  # no fp32 kernel is exact: the delta rule's checks fail
     assert gpu_kernels.main(["--smoke", "--out", str(tmp_path / "b.md")]) == 1
