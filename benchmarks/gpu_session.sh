@@ -11,7 +11,8 @@
 # Everything lands in OUT (at most 8 files, none over 16 MiB: what a lease sends back). A failed step is logged
 # and the next one still runs; the exit status is 1 if any step failed.
 #
-#   OUT=results/gpu BUDGET_S=560 bash benchmarks/gpu_session.sh   # on a GPU: about 9 minutes
+#   OUT=results/gpu BUDGET_S=560 bash benchmarks/gpu_session.sh   # on a GPU: about 9.5 minutes
+#   ... TRAIN_ARGS="--init-from checkpoints/gpu/model.safetensors --start-stage facts"  # on from the last lease
 #   OUT=/tmp/s DEVICE=cpu PRESET=tiny KERNELS=0 TRAIN_MINUTES=0.1 EVAL_N=2 EVAL_LENGTHS=1024 \
 #       BENCH_TOKENS=4096 bash benchmarks/gpu_session.sh  # smoke test on the CPU (tests/benchmarks)
 #
@@ -30,6 +31,7 @@ EVAL_RESERVE_S=${EVAL_RESERVE_S:-200}  # the trainer's start and save (~20 s), r
 EVAL_N=${EVAL_N:-40}
 EVAL_LENGTHS=${EVAL_LENGTHS:-1024,4096,32768}
 BENCH_TOKENS=${BENCH_TOKENS:-65536,1048576}
+KERNEL_ARGS=${KERNEL_ARGS:---no-compile}  # torch.compile of the reference was timed once (docs/gpu_kernels.md)
 TRAIN_ARGS=${TRAIN_ARGS:-}  # e.g. "--init-from sleeptime/models/shipped/demo.safetensors --write-floor 0.05"
 PYTHON=${PYTHON:-python3}
 RUN=${RUN:-$(mktemp -d)/run}  # optimizer state stays here: only the model comes back
@@ -57,7 +59,7 @@ fi
 
 train_kernels=auto  # on CUDA: the delta rule's Triton forward and backward (kernels/ops.py)
 if [ "$KERNELS" = 1 ]; then
-    step kernels timeout 200 "$PYTHON" benchmarks/gpu_kernels.py --out "$OUT/gpu_kernels.md"
+    step kernels timeout 200 "$PYTHON" benchmarks/gpu_kernels.py --out "$OUT/gpu_kernels.md" $KERNEL_ARGS
     # a delta-rule kernel that failed its check (or to compile) must not train the model: the reference does.
     # Exit 3 says only the Titans memory's kernel failed, which the trained model does not use
     [ "$status" = 0 ] || [ "$status" = 3 ] || { train_kernels=torch; say "training on the torch reference"; }

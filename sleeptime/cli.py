@@ -202,6 +202,9 @@ def train_cmd(
     novel_values: Annotated[
         float | None, typer.Option(min=0, max=1, help="Share of chat values drawn in a random shape (copy, not recall a list).")
     ] = None,
+    start_stage: Annotated[
+        str | None, typer.Option(help="A new run begins at this stage of the recipe (e.g. with --init-from).")
+    ] = None,
     anneal_by_clock: Annotated[
         bool, typer.Option(help="Anneal the learning rate to its floor by --max-minutes instead of over the steps.")
     ] = False,
@@ -225,6 +228,9 @@ def train_cmd(
         dev = pick_device(device)
         if anneal_by_clock and not max_minutes:
             raise ValueError("--anneal-by-clock needs --max-minutes")
+        stages = [stage.name for stage in cfg.stages]
+        if start_stage is not None and start_stage not in stages:
+            raise ValueError(f"no stage {start_stage!r} in preset {preset}; its stages are {', '.join(stages)}")
     except ValueError as exc:
         raise SleeptimeError(str(exc)) from None
     log_path = Path(out) / "train.log.jsonl"
@@ -243,6 +249,7 @@ def train_cmd(
         progress = train(
             cfg, Path(out), device=dev, max_minutes=max_minutes, on_step=on_step,
             init_from=Path(init_from) if init_from else None, anneal_by_clock=anneal_by_clock,
+            start_stage=start_stage,
         )
     console.print(f"model written to {Path(out) / 'model.safetensors'} after {progress['step']} steps")
 

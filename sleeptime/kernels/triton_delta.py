@@ -23,9 +23,10 @@ its own (u, w and the update act column by column), so a program owns BV columns
 times the programs, each with Dv / BV of the work; the gradients that sum over columns (dq, dk, db, da) are added
 up from the programs' partial sums. All of it is elementwise fp32: exact, but per token, not chunk-parallel.
 
-Checked under TRITON_INTERPRET=1 only so far (tests/kernels/test_triton_delta.py: the forward against the fp64
-reference, the backward against autograd through it); their speed needs a GPU (benchmarks/gpu_kernels.py checks
-both against the reference before timing them).
+Checked under TRITON_INTERPRET=1 in the tests (tests/kernels/test_triton_delta.py: the forward against the fp64
+reference, the backward against autograd through it), and once on an NVIDIA H200 (Triton 3.6, docs/gpu_kernels.md):
+forward 2.8e-7, gradients 3.7e-7 relative RMSE against fp64; a 4-block model trained through them there took half
+the time per step of the reference (docs/model.md, "Training on a GPU").
 """
 
 from __future__ import annotations

@@ -383,16 +383,22 @@ def train(
     on_step: Callable[[dict], None] | None = None,
     init_from: Path | None = None,
     anneal_by_clock: bool = False,
+    start_stage: str | None = None,
 ) -> dict:
     """Run (or resume) the curriculum; returns the final progress record. Writes out/model.safetensors.
 
     init_from: a model file whose weights start a new run (ignored when the run resumes).
+    start_stage: a new run begins at this stage of the recipe (with init_from: weights that have passed the ones
+    before it); the schedule still counts the skipped stages' steps.
     anneal_by_clock: the learning rate reaches min_lr when max_minutes run out rather than after the recipe's steps
     (a time-boxed run, e.g. a short GPU lease, that would otherwise stop with its learning rate still high).
     A step whose loss is not finite is skipped (no update); MAX_BAD_STEPS of them in a row stop the run with an error.
     """
     if anneal_by_clock and not max_minutes:
         raise ValueError("annealing by the clock needs max_minutes")
+    names = [stage.name for stage in cfg.stages]
+    if start_stage is not None and start_stage not in names:
+        raise ValueError(f"no stage {start_stage!r} in this recipe; its stages are {', '.join(names)}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({"model": cfg.model.to_dict(), "train": _describe(cfg)}, indent=1))
     torch.manual_seed(cfg.seed)
@@ -405,7 +411,8 @@ def train(
     )
     progress = _resume(out, model, opt)
     if progress is None:
-        progress = {"step": 0, "stage": 0, "stage_step": 0, "seconds": 0.0, "exact": 0.0}
+        first = names.index(start_stage) if start_stage else 0
+        progress = {"step": 0, "stage": first, "stage_step": 0, "seconds": 0.0, "exact": 0.0}
         if init_from is not None:
             init_weights(model, init_from)
     rng = random.Random(f"{cfg.seed}-{progress['step']}")

@@ -275,3 +275,28 @@ def test_a_run_whose_losses_stay_not_finite_stops_with_an_error(tmp_path):
     with pytest.raises(RuntimeError, match="not finite"):
         train(cfg, tmp_path / "second", init_from=tmp_path / "nan.safetensors")
     assert not (tmp_path / "second" / "model.safetensors").exists()
+
+
+def test_a_new_run_can_begin_at_a_later_stage(tmp_path):
+    cfg = preset("tiny")
+    steps = []
+    done = train(cfg, tmp_path, start_stage="stream", on_step=lambda p: steps.append(p["stage_name"]))
+    assert steps == ["stream"] * cfg.stages[1].steps and done["stage"] == len(cfg.stages)
+    with pytest.raises(ValueError, match="no stage 'nope'.*copy, stream"):
+        train(cfg, tmp_path / "other", start_stage="nope")
+
+
+def test_the_train_command_refuses_a_bad_stage_or_a_clock_without_minutes(tmp_path):
+    import subprocess
+    import sys
+
+    for extra, message in (
+        (["--start-stage", "nope"], "error: no stage 'nope' in preset tiny; its stages are copy, stream"),
+        (["--anneal-by-clock"], "error: --anneal-by-clock needs --max-minutes"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "sleeptime", "train", "--preset", "tiny", "--out", str(tmp_path / "run"), *extra],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert done.returncode == 1 and done.stderr.strip() == message, done.stderr
+    assert not (tmp_path / "run" / "model.safetensors").exists()  # nothing trained
