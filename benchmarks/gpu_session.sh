@@ -2,7 +2,8 @@
 # One short GPU lease, prepared in advance (a lease is about 15 minutes and one command at most 10):
 #   1. the Triton kernels (Titans memory and delta rule, the latter's backward too) checked against the reference
 #      and timed (benchmarks/gpu_kernels.py);
-#   2. the shipped model's consolidation throughput on the GPU (`sleeptime bench model --device cuda`);
+#   2. the shipped model's consolidation throughput on the GPU (`sleeptime bench model --device cuda`), fed 512
+#      tokens a call as the daemon does and 8192;
 #   3. the `gpu` preset trained from scratch for TRAIN_MINUTES (through the delta rule's Triton kernels if step 1
 #      passed, else the reference), its learning rate annealed by the clock, then its reading ceiling and its recall
 #      on the held-out split (`sleeptime eval`).
@@ -31,6 +32,7 @@ EVAL_RESERVE_S=${EVAL_RESERVE_S:-200}  # the trainer's start and save (~20 s), r
 EVAL_N=${EVAL_N:-40}
 EVAL_LENGTHS=${EVAL_LENGTHS:-1024,4096,32768}
 BENCH_TOKENS=${BENCH_TOKENS:-65536,1048576}
+BENCH_SEGMENTS=${BENCH_SEGMENTS:-512 8192}
 KERNEL_ARGS=${KERNEL_ARGS:---no-compile}  # torch.compile of the reference was timed once (docs/gpu_kernels.md)
 TRAIN_ARGS=${TRAIN_ARGS:-}  # e.g. "--init-from sleeptime/models/shipped/demo.safetensors --write-floor 0.05"
 PYTHON=${PYTHON:-python3}
@@ -64,8 +66,10 @@ if [ "$KERNELS" = 1 ]; then
     # Exit 3 says only the Titans memory's kernel failed, which the trained model does not use
     [ "$status" = 0 ] || [ "$status" = 3 ] || { train_kernels=torch; say "training on the torch reference"; }
 fi
-step bench timeout 120 "$PYTHON" -m sleeptime bench model --device "$DEVICE" --tokens "$BENCH_TOKENS" --threads 4 --json \
-    >"$OUT/bench_model.jsonl"
+for segment in $BENCH_SEGMENTS; do  # the daemon feeds 512 tokens a call; longer calls launch fewer kernels
+    step bench timeout 120 "$PYTHON" -m sleeptime bench model --device "$DEVICE" --tokens "$BENCH_TOKENS" \
+        --segment "$segment" --threads 4 --json >>"$OUT/bench_model.jsonl"
+done
 if [ -n "$BUDGET_S" ]; then
     TRAIN_MINUTES=$("$PYTHON" -c "print(round(max(0.5, ($BUDGET_S - $SECONDS - $EVAL_RESERVE_S) / 60), 2))")
     say "training for $TRAIN_MINUTES minutes ($SECONDS s of $BUDGET_S spent)"

@@ -105,13 +105,17 @@ def run_memory(impl: str, tokens: int, mode: str, segment: int = 512, threads: i
     }
 
 
-def run_model(model: str, tokens: int, threads: int = 2, batch: int = 1, seed: int = 0, device: str = "cpu") -> dict:
-    """Consolidation throughput of a whole model (every layer, memory updates included) through MemoryEngine."""
+def run_model(
+    model: str, tokens: int, threads: int = 2, batch: int = 1, seed: int = 0, device: str = "cpu", segment: int = 512
+) -> dict:
+    """Consolidation throughput of a whole model (every layer, memory updates included) through MemoryEngine, fed
+    `segment` tokens per call (the daemon's engine: 512; the state is the same whatever the segment)."""
     from sleeptime.models.engine import MemoryEngine
     from sleeptime.training.data import iter_history_ids, make_sample
 
     tune_process(threads)
     engine = MemoryEngine.load(model, device)
+    engine.segment_tokens = segment
     history = make_sample("chat", seed, split="heldout", target_tokens=tokens).history
     ids = torch.tensor([i for seg in iter_history_ids(history, 65536) for i in seg]).unsqueeze(0).repeat(batch, 1)
     ids = ids.to(device)
@@ -128,6 +132,7 @@ def run_model(model: str, tokens: int, threads: int = 2, batch: int = 1, seed: i
         "device": device,
         "tokens": int(ids.numel()),
         "batch": batch,
+        "segment": segment,
         "seconds": round(seconds, 3),
         "tokens_per_s": round(ids.numel() / seconds, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
@@ -149,9 +154,9 @@ def run_memory_subprocess(impl: str, tokens: int, mode: str, segment: int, threa
 
 
 def run_model_subprocess(
-    model: str, tokens: int, threads: int, batch: int, timeout: float, device: str = "cpu"
+    model: str, tokens: int, threads: int, batch: int, timeout: float, device: str = "cpu", segment: int = 512
 ) -> dict:
-    args = ["model", model, str(tokens), str(threads), str(batch), device]
+    args = ["model", model, str(tokens), str(threads), str(batch), device, str(segment)]
     return _subprocess(args, timeout, model=model, tokens=tokens)
 
 
@@ -169,8 +174,9 @@ def _subprocess(args: list[str], timeout: float, **describe) -> dict:
 
 if __name__ == "__main__":
     if sys.argv[1] == "model":
-        model, tokens, threads, batch, device = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
-        print(json.dumps(run_model(model, tokens, threads, batch, device=device)))
+        model, device = sys.argv[2], sys.argv[6]
+        tokens, threads, batch, segment = (int(x) for x in (sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[7]))
+        print(json.dumps(run_model(model, tokens, threads, batch, device=device, segment=segment)))
     else:
         impl, tokens, mode, segment, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
         print(json.dumps(run_memory(impl, tokens, mode, segment, threads)))

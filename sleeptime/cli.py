@@ -155,6 +155,7 @@ def bench_model(
     threads: Annotated[int, typer.Option(help="torch threads.")] = 2,
     batch: Annotated[int, typer.Option(help="Contexts consolidated together.")] = 1,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    segment: Annotated[int, typer.Option(min=1, help="Tokens fed per call (the daemon feeds 512).")] = 512,
     timeout: Annotated[float, typer.Option(help="Seconds allowed per run.")] = 1800.0,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per run on stdout.")] = False,
 ):
@@ -164,14 +165,15 @@ def bench_model(
     if device not in ("cpu", "cuda"):
         raise SleeptimeError(f"device must be cpu or cuda, got {device!r}")
     table = Table(title=f"model consolidation throughput ({device}, no grad)")
-    for col in ("model", "tokens", "batch", "tokens/s", "peak RSS MB", "note"):
+    for col in ("model", "tokens", "batch", "segment", "tokens/s", "peak RSS MB", "note"):
         table.add_column(col)
     for n in [int(t) for t in tokens.split(",") if t]:
-        r = bench.run_model_subprocess(model, n, threads, batch, timeout, device)
+        r = bench.run_model_subprocess(model, n, threads, batch, timeout, device, segment)
         if as_json:
             print_json(r)
         table.add_row(
-            str(r.get("model", model)), str(r["tokens"]), str(r.get("batch", batch)), str(r.get("tokens_per_s", "-")),
+            str(r.get("model", model)), str(r["tokens"]), str(r.get("batch", batch)), str(segment),
+            str(r.get("tokens_per_s", "-")),
             str(r.get("peak_rss_mb", "-")), r.get("error", ""),
         )
     if not as_json:
