@@ -182,7 +182,7 @@ def test_a_memory_off_baseline_starts_from_a_memory_models_other_weights(tmp_pat
     assert all(torch.equal(v, before[n]) for n, v in memory_model.state_dict().items())
 
 
-@pytest.mark.parametrize("name", ["tiny", "demo", "mix", "long", "sparse", "chat", "read", "restate", "echo", "wide", "gpu", "full"])
+@pytest.mark.parametrize("name", ["tiny", "demo", "copy", "mix", "long", "sparse", "chat", "read", "restate", "echo", "wide", "gpu", "full"])
 def test_every_preset_builds_a_model_small_enough_to_ship(name):
     cfg = preset(name)
     n_params = sum(p.numel() for p in TitansLM(cfg.model).parameters())
@@ -191,7 +191,7 @@ def test_every_preset_builds_a_model_small_enough_to_ship(name):
 
 
 def test_an_unknown_preset_names_the_known_ones():
-    with pytest.raises(ValueError, match="expected tiny, demo, .* read, restate, echo, wide, gpu or full"):
+    with pytest.raises(ValueError, match="expected tiny, demo, copy, .* read, restate, echo, wide, gpu or full"):
         preset("huge")
 
 
