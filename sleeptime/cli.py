@@ -204,6 +204,9 @@ def train_cmd(
     novel_values: Annotated[
         float | None, typer.Option(min=0, max=1, help="Share of chat values drawn in a random shape (copy, not recall a list).")
     ] = None,
+    window: Annotated[
+        int | None, typer.Option(min=1, help="Override the attention window (tokens; weights of another window fit).")
+    ] = None,
     start_stage: Annotated[
         str | None, typer.Option(help="A new run begins at this stage of the recipe (e.g. with --init-from).")
     ] = None,
@@ -225,7 +228,7 @@ def train_cmd(
     try:
         cfg = with_overrides(
             make_preset(preset, variant), write_penalty=write_penalty, steps=steps, write_floor=write_floor,
-            decay_floor=decay_floor, novel_values=novel_values,
+            decay_floor=decay_floor, novel_values=novel_values, window=window,
         )
         dev = pick_device(device)
         if anneal_by_clock and not max_minutes:

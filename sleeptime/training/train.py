@@ -208,10 +208,10 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
 
 def with_overrides(
     cfg: TrainConfig, write_penalty: float | None = None, steps: int | None = None, write_floor: float | None = None,
-    decay_floor: float | None = None, novel_values: float | None = None,
+    decay_floor: float | None = None, novel_values: float | None = None, window: int | None = None,
 ) -> TrainConfig:
-    """A recipe with its write penalty, the model's write and decay floors, the share of novel chat values in every
-    stage that has chat and, for a one-stage recipe, its number of steps replaced (None: kept)."""
+    """A recipe with its write penalty, the model's write and decay floors, its attention window, the share of novel
+    chat values in every stage that has chat and, for a one-stage recipe, its number of steps replaced (None: kept)."""
     if write_penalty is not None:
         cfg = replace(cfg, write_penalty=write_penalty)
     if novel_values is not None:
@@ -226,6 +226,10 @@ def with_overrides(
 
         cfg = replace(cfg, stages=tuple(with_novel(s) for s in cfg.stages))
     cfg = replace(cfg, model=replace(cfg.model, memory=cfg.model.memory.with_floors(write_floor, decay_floor)))
+    if window is not None:
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        cfg = replace(cfg, model=replace(cfg.model, window=window))
     if steps is not None:
         if len(cfg.stages) != 1:
             raise ValueError(f"steps can only be set for a one-stage recipe; this one has {len(cfg.stages)} stages")

@@ -11,7 +11,16 @@ import torch
 from sleeptime.models.engine import MemoryEngine
 from sleeptime.models.titans import TitansLM
 from sleeptime.training.evaluate import evaluate_cell
-from sleeptime.training.train import Stage, batch_loss, make_batch, preset, train, with_overrides, write_strengths
+from sleeptime.training.train import (
+    Stage,
+    batch_loss,
+    init_weights,
+    make_batch,
+    preset,
+    train,
+    with_overrides,
+    write_strengths,
+)
 
 
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
@@ -131,6 +140,16 @@ def test_overrides_replace_the_penalty_and_the_steps_of_a_one_stage_recipe():
     assert with_overrides(preset("demo")) == preset("demo")
     with pytest.raises(ValueError, match="one-stage"):
         with_overrides(preset("demo"), steps=10)
+
+
+def test_overrides_set_the_attention_window_and_weights_of_another_window_fit(tmp_path):
+    cfg = with_overrides(preset("tiny"), window=64)
+    assert cfg.model.window == 64 and replace(cfg.model, window=preset("tiny").model.window) == preset("tiny").model
+    train(preset("tiny"), tmp_path / "narrow", max_minutes=0.0)
+    wide = TitansLM(cfg.model)
+    assert init_weights(wide, tmp_path / "narrow" / "model.safetensors") == []  # the window is no weight
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        with_overrides(preset("tiny"), window=0)
 
 
 def test_overrides_set_the_models_write_and_decay_floors():
