@@ -180,7 +180,7 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         # same skills-first curriculum with chat in every stage after the copy, larger batches; stop it with
         # --max-minutes
         # The copy stage may run 2,000 steps and nothing penalises writes: on the 2-core CPU the demo model from
-        # scratch formed its copy after ~940 steps without the penalty and none in 1,190+ with 0.5 (docs/model.md),
+        # scratch formed its copy in ~1,250 steps without the penalty and none in 3,000 with 0.5 (docs/model.md),
         # and one GPU lease ended its 800 copy steps without a copy
         model = _delta_model(dim=256, layers=4, variant="mal", memory_heads=4, head_dim=64, window=256)
         stages = (
