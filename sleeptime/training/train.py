@@ -178,10 +178,9 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         # for a short GPU lease (benchmarks/gpu_session.sh): the demo model, 583K parameters, reads only 9 of 40
         # held-out chat statements right before the question, so twice its width and depth (4.2M parameters), the
         # same skills-first curriculum with chat in every stage after the copy, larger batches; stop it with
-        # --max-minutes
-        # The copy stage may run 2,000 steps and nothing penalises writes: on the 2-core CPU the demo model from
-        # scratch formed its copy in ~1,250 steps without the penalty and none in 3,000 with 0.5 (docs/model.md),
-        # and one GPU lease ended its 800 copy steps without a copy
+        # --max-minutes. The copy stage may run 2,000 steps and nothing penalises writes: on the 2-core CPU the demo
+        # model from scratch formed its copy in ~1,250 steps without a write penalty and none in 3,000 with 0.5
+        # (docs/model.md), and one GPU lease ended its 800 copy steps without a copy
         model = _delta_model(dim=256, layers=4, variant="mal", memory_heads=4, head_dim=64, window=256)
         stages = (
             Stage("copy", {"passkey": 1.0}, 448, batch=32, steps=2000, advance_at=0.8),
