@@ -5,7 +5,8 @@ times the implementations on the full input and reports tokens/s and achieved TF
 below. The gated delta rule also gets a training table: forward plus backward through the Triton pair
 (`triton_delta.DeltaRule`) against autograd through the reference, its gradients checked against fp64 autograd
 first. A check above tolerance exits after writing the tables: with status 1 if a delta-rule check failed (the
-shipped model's memory: training must not run through it), else 3 if only a Titans-memory check failed (2 is argparse's usage error).
+shipped model's memory: training must not run through it), else 3 if only a Titans-memory check failed (2 is
+argparse's usage error).
 
     python benchmarks/gpu_kernels.py --out results/gpu_kernels.md                 # a GPU: 16 heads of 64, 64K tokens
     TRITON_INTERPRET=1 python benchmarks/gpu_kernels.py --smoke --out /tmp/k.md   # CPU, tiny, slow (tests/kernels)

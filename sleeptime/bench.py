@@ -114,8 +114,7 @@ def run_model(
     from sleeptime.training.data import iter_history_ids, make_sample
 
     tune_process(threads)
-    engine = MemoryEngine.load(model, device)
-    engine.segment_tokens = segment
+    engine = MemoryEngine.load(model, device, segment_tokens=segment)
     history = make_sample("chat", seed, split="heldout", target_tokens=tokens).history
     ids = torch.tensor([i for seg in iter_history_ids(history, 65536) for i in seg]).unsqueeze(0).repeat(batch, 1)
     ids = ids.to(device)

@@ -173,8 +173,7 @@ def bench_model(
             print_json(r)
         table.add_row(
             str(r.get("model", model)), str(r["tokens"]), str(r.get("batch", batch)), str(segment),
-            str(r.get("tokens_per_s", "-")),
-            str(r.get("peak_rss_mb", "-")), r.get("error", ""),
+            str(r.get("tokens_per_s", "-")), str(r.get("peak_rss_mb", "-")), r.get("error", ""),
         )
     if not as_json:
         console.print(table)
@@ -221,8 +220,8 @@ def train_cmd(
 
     from sleeptime.models.engine import pick_device
     from sleeptime.runtime import tune_process
+    from sleeptime.training.train import check_run_options, train, with_overrides
     from sleeptime.training.train import preset as make_preset
-    from sleeptime.training.train import train, with_overrides
 
     tune_process(threads)
     try:
@@ -231,11 +230,7 @@ def train_cmd(
             decay_floor=decay_floor, novel_values=novel_values, window=window,
         )
         dev = pick_device(device)
-        if anneal_by_clock and not max_minutes:
-            raise ValueError("--anneal-by-clock needs --max-minutes")
-        stages = [stage.name for stage in cfg.stages]
-        if start_stage is not None and start_stage not in stages:
-            raise ValueError(f"no stage {start_stage!r} in preset {preset}; its stages are {', '.join(stages)}")
+        check_run_options(cfg, max_minutes, anneal_by_clock, start_stage, recipe=f"preset {preset}")
     except ValueError as exc:
         raise SleeptimeError(str(exc)) from None
     log_path = Path(out) / "train.log.jsonl"

@@ -74,12 +74,12 @@ class MemoryEngine:
         self.segment_tokens = segment_tokens
 
     @classmethod
-    def load(cls, name_or_path: str = "demo", device: str = "auto") -> MemoryEngine:
+    def load(cls, name_or_path: str = "demo", device: str = "auto", segment_tokens: int = 512) -> MemoryEngine:
         path = resolve_model_path(name_or_path)
         device = pick_device(device)
         model = checkpoint.load_model(path, device)
         digest = checkpoint.model_digest(path)
-        return cls(model, f"{path.stem}-{digest[:12]}", device)
+        return cls(model, f"{path.stem}-{digest[:12]}", device, segment_tokens)
 
     @property
     def config(self) -> ModelConfig:

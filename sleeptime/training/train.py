@@ -386,6 +386,18 @@ def init_weights(model: TitansLM, path: Path) -> list[str]:
     return unused
 
 
+def check_run_options(
+    cfg: TrainConfig, max_minutes: float | None, anneal_by_clock: bool, start_stage: str | None,
+    recipe: str = "this recipe",
+) -> None:
+    """ValueError for options of `train` that cannot go together, before anything is written."""
+    if anneal_by_clock and not max_minutes:
+        raise ValueError("--anneal-by-clock needs --max-minutes")
+    names = [stage.name for stage in cfg.stages]
+    if start_stage is not None and start_stage not in names:
+        raise ValueError(f"no stage {start_stage!r} in {recipe}; its stages are {', '.join(names)}")
+
+
 def train(
     cfg: TrainConfig,
     out: Path,
@@ -405,11 +417,8 @@ def train(
     (a time-boxed run, e.g. a short GPU lease, that would otherwise stop with its learning rate still high).
     A step whose loss is not finite is skipped (no update); MAX_BAD_STEPS of them in a row stop the run with an error.
     """
-    if anneal_by_clock and not max_minutes:
-        raise ValueError("annealing by the clock needs max_minutes")
+    check_run_options(cfg, max_minutes, anneal_by_clock, start_stage)
     names = [stage.name for stage in cfg.stages]
-    if start_stage is not None and start_stage not in names:
-        raise ValueError(f"no stage {start_stage!r} in this recipe; its stages are {', '.join(names)}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({"model": cfg.model.to_dict(), "train": _describe(cfg)}, indent=1))
     torch.manual_seed(cfg.seed)

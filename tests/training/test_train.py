@@ -260,7 +260,7 @@ def test_the_schedule_can_anneal_by_the_clock():
     assert _lr(cfg, step, clock=1.0) == pytest.approx(cfg.min_lr)
     assert _lr(cfg, cfg.total_steps, clock=0.1) == pytest.approx(cfg.min_lr)  # the steps can be further along
     assert _lr(cfg, 0, clock=1.0) == cfg.lr / cfg.warmup  # warmup stays by steps
-    with pytest.raises(ValueError, match="max_minutes"):
+    with pytest.raises(ValueError, match="max-minutes"):
         train(preset("tiny"), Path("unused"), anneal_by_clock=True)
 
 
