@@ -182,7 +182,7 @@ def bench_model(
 @app.command("train")
 def train_cmd(
     out: Annotated[str, typer.Option(help="Run folder: checkpoints, config and log; an existing run resumes.")],
-    preset: Annotated[str, typer.Option(help="Recipe: tiny, demo, copy, mix, long, sparse, chat, read, restate, echo, wide, gpu or full.")] = "demo",
+    preset: Annotated[str, typer.Option(help="Recipe: tiny, demo, copy, mix, long, sparse, chat, read, restate, echo, wide, echo-first, gpu or full.")] = "demo",
     variant: Annotated[str | None, typer.Option(help="Override the architecture (lmm, mac, mag, mal, swa).")] = None,
     device: Annotated[str, typer.Option(envvar="SLEEPTIME_DEVICE", help="auto, cpu or cuda.")] = "auto",
     max_minutes: Annotated[float | None, typer.Option(help="Stop (resumably) after this long.")] = None,
@@ -206,6 +206,9 @@ def train_cmd(
     window: Annotated[
         int | None, typer.Option(min=1, help="Override the attention window (tokens; weights of another window fit).")
     ] = None,
+    conv_width: Annotated[
+        int | None, typer.Option(min=1, help="Override how many bytes the memories' key convolution sees.")
+    ] = None,
     start_stage: Annotated[
         str | None, typer.Option(help="A new run begins at this stage of the recipe (e.g. with --init-from).")
     ] = None,
@@ -228,6 +231,7 @@ def train_cmd(
         cfg = with_overrides(
             make_preset(preset, variant), write_penalty=write_penalty, steps=steps, write_floor=write_floor,
             decay_floor=decay_floor, novel_values=novel_values, window=window,
+            conv_width=conv_width,
         )
         dev = pick_device(device)
         check_run_options(cfg, max_minutes, anneal_by_clock, start_stage, recipe=f"preset {preset}")

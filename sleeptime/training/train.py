@@ -174,6 +174,21 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         # from the chit-chat around it (docs/model.md). From the shipped weights the wider conv starts as theirs.
         cfg = preset("echo")
         cfg = replace(cfg, model=replace(cfg.model, memory=replace(cfg.model.memory, conv_width=16)))
+    elif name == "echo-first":
+        # the demo model from scratch, taught to copy any string before anything else: every copy the shipped model
+        # makes goes through its memories and is of digits (docs/model.md), the pass key's alphabet, and no
+        # fine-tune taught it letters. Echo samples (short histories, so the phrase is most of the text) give a
+        # copy target on every answer byte, pass keys keep digits in the mix; then chat read right after the
+        # statement, with a share of echo kept
+        cfg = preset("demo")
+        echo = {"echo": {"n_parts": (1, 3)}}
+        stages = (
+            Stage("echo", {"echo": 0.6, "passkey": 0.4}, 256, batch=16, steps=2500, advance_at=0.6,
+                  task_options=echo),
+            Stage("read", {"chat": 0.6, "echo": 0.2, "passkey": 0.2}, (256, 448), batch=16, steps=1200,
+                  task_options=echo | {"chat": {"n_facts": (1, 2), "update_prob": 0.3, "novel_values": 0.5}}),
+        )
+        cfg = replace(cfg, stages=stages, save_every=25)
     elif name == "gpu":
         # for a short GPU lease (benchmarks/gpu_session.sh): the demo model, 583K parameters, reads only 9 of 40
         # held-out chat statements right before the question, so twice its width and depth (4.2M parameters), the
@@ -199,7 +214,7 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         copy, *rest = cfg.stages[:4]
         cfg = replace(cfg, model=replace(cfg.model, window=8192), stages=(replace(copy, steps=3000), *rest))
     else:
-        raise ValueError(f"unknown preset {name!r}; expected tiny, demo, copy, mix, long, sparse, chat, read, restate, echo, wide, gpu or full")
+        raise ValueError(f"unknown preset {name!r}; expected tiny, demo, copy, mix, long, sparse, chat, read, restate, echo, wide, echo-first, gpu or full")
     if variant:
         cfg = replace(cfg, model=replace(cfg.model, variant=variant))
     return cfg
@@ -208,8 +223,10 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
 def with_overrides(
     cfg: TrainConfig, write_penalty: float | None = None, steps: int | None = None, write_floor: float | None = None,
     decay_floor: float | None = None, novel_values: float | None = None, window: int | None = None,
+    conv_width: int | None = None,
 ) -> TrainConfig:
-    """A recipe with its write penalty, the model's write and decay floors, its attention window, the share of novel
+    """A recipe with its write penalty, the model's write and decay floors, its attention window, the width of its
+    memories' key convolution, the share of novel
     chat values in every stage that has chat and, for a one-stage recipe, its number of steps replaced (None: kept)."""
     if write_penalty is not None:
         cfg = replace(cfg, write_penalty=write_penalty)
@@ -229,6 +246,10 @@ def with_overrides(
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         cfg = replace(cfg, model=replace(cfg.model, window=window))
+    if conv_width is not None:
+        if conv_width < 1:
+            raise ValueError(f"conv_width must be >= 1, got {conv_width}")
+        cfg = replace(cfg, model=replace(cfg.model, memory=replace(cfg.model.memory, conv_width=conv_width)))
     if steps is not None:
         if len(cfg.stages) != 1:
             raise ValueError(f"steps can only be set for a one-stage recipe; this one has {len(cfg.stages)} stages")

@@ -152,6 +152,15 @@ def test_overrides_set_the_attention_window_and_weights_of_another_window_fit(tm
         with_overrides(preset("tiny"), window=0)
 
 
+def test_overrides_set_the_width_of_the_memories_key_convolution():
+    cfg = with_overrides(preset("echo-first"), conv_width=16)
+    assert cfg.model.memory.conv_width == 16
+    assert replace(cfg.model, memory=preset("echo-first").model.memory) == preset("echo-first").model
+    assert cfg.stages == preset("echo-first").stages
+    with pytest.raises(ValueError, match="conv_width must be >= 1"):
+        with_overrides(preset("tiny"), conv_width=0)
+
+
 def test_overrides_set_the_models_write_and_decay_floors():
     cfg = with_overrides(preset("sparse"), write_floor=0.05)
     assert cfg.model.memory.write_floor == 0.05 and cfg.model.memory.decay_floor == 0.0
@@ -201,7 +210,7 @@ def test_a_memory_off_baseline_starts_from_a_memory_models_other_weights(tmp_pat
     assert all(torch.equal(v, before[n]) for n, v in memory_model.state_dict().items())
 
 
-@pytest.mark.parametrize("name", ["tiny", "demo", "copy", "mix", "long", "sparse", "chat", "read", "restate", "echo", "wide", "gpu", "full"])
+@pytest.mark.parametrize("name", ["tiny", "demo", "copy", "mix", "long", "sparse", "chat", "read", "restate", "echo", "wide", "echo-first", "gpu", "full"])
 def test_every_preset_builds_a_model_small_enough_to_ship(name):
     cfg = preset(name)
     n_params = sum(p.numel() for p in TitansLM(cfg.model).parameters())
@@ -210,7 +219,7 @@ def test_every_preset_builds_a_model_small_enough_to_ship(name):
 
 
 def test_an_unknown_preset_names_the_known_ones():
-    with pytest.raises(ValueError, match="expected tiny, demo, copy, .* read, restate, echo, wide, gpu or full"):
+    with pytest.raises(ValueError, match="expected tiny, demo, copy, .* read, restate, echo, wide, echo-first, gpu or full"):
         preset("huge")
 
 
