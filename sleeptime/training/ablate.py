@@ -10,7 +10,9 @@ free-running reading ceiling: compare the rows with each other, not with `sleept
     python -m sleeptime.training.ablate --model demo --tasks passkey,chat --n 40
 
 `--bytes` reports instead, for the same teacher-forced answers, how often each byte of the value after its first
-is the top prediction, digits and letters apart: whether the model copies one alphabet and not the other.
+is the top prediction, digits and letters apart: whether the model copies one alphabet and not the other; and the
+same with the statement left out (the question alone), what the model guesses from the value's own first bytes
+and its idea of what values look like: the part of a rate that is no copy.
 
     python -m sleeptime.training.ablate --model demo --tasks echo --n 80 --bytes
 """
@@ -64,11 +66,14 @@ def removed(module: nn.Module | None) -> Iterator[None]:
 
 
 @torch.no_grad()
-def value_predictions(model: TitansLM, task: str, index: int, tokens: int = 1024) -> list[tuple[int, bool]]:
-    """Teacher-forced, right after the statement: each byte of the answer's value, and whether it was the top
-    prediction."""
+def value_predictions(
+    model: TitansLM, task: str, index: int, tokens: int = 1024, statement: bool = True
+) -> list[tuple[int, bool]]:
+    """Teacher-forced, right after the statement (or with no statement at all): each byte of the answer's value,
+    and whether it was the top prediction."""
     sample = make_sample(task, HELDOUT_SEED + index, split="heldout", target_tokens=tokens)
-    prompt = tokenizer.encode_messages([answering_message(sample)]) + tokenizer.encode_prompt(sample.question)
+    stated = tokenizer.encode_messages([answering_message(sample)]) if statement else []
+    prompt = stated + tokenizer.encode_prompt(sample.question)
     answer = encode_answer(sample.answer_text)
     ids = torch.tensor([prompt + answer], device=next(model.parameters()).device)
     logits, _, _ = model(ids, model.initial_state(1))
@@ -83,12 +88,14 @@ def value_read(model: TitansLM, task: str, index: int, tokens: int = 1024) -> bo
     return all(hit for _, hit in value_predictions(model, task, index, tokens))
 
 
-def byte_copies(model: TitansLM, task: str, n: int, tokens: int = 1024) -> dict[str, tuple[int, int]]:
+def byte_copies(
+    model: TitansLM, task: str, n: int, tokens: int = 1024, statement: bool = True
+) -> dict[str, tuple[int, int]]:
     """(bytes predicted, bytes) for the digits and the letters of the values after their first byte: the bytes
     that a copy gets from what preceded them in the statement, where the first must be found by the question."""
     counts = {"digit": [0, 0], "letter": [0, 0]}
     for i in range(n):
-        for byte, hit in value_predictions(model, task, i, tokens)[1:]:
+        for byte, hit in value_predictions(model, task, i, tokens, statement)[1:]:
             kind = "digit" if chr(byte).isdigit() else "letter" if chr(byte).isalpha() else None
             if kind:
                 counts[kind][0] += hit
@@ -117,11 +124,15 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     model = MemoryEngine.load(args.model, "cpu").model.eval()
     if args.bytes:
-        print("| task | digits predicted | letters predicted |\n|---|---|---|")
+        print("| task | digits predicted | letters predicted | without the statement: digits | letters |")
+        print("|---|---|---|---|---|")
         for task in args.tasks.split(","):
-            copies = byte_copies(model, task, args.n)
-            cells = [f"{hits} of {total}" + (f" ({hits / total:.2f})" if total else "") for hits, total in copies.values()]
-            print(f"| {task} | {cells[0]} | {cells[1]} |", flush=True)
+            cells = [
+                f"{hits} of {total}" + (f" ({hits / total:.2f})" if total else "")
+                for statement in (True, False)
+                for hits, total in byte_copies(model, task, args.n, statement=statement).values()
+            ]
+            print(f"| {task} | {' | '.join(cells)} |", flush=True)
         return
     print("| task | removed | value read |\n|---|---|---|")
     for row in ablations(model, args.tasks.split(","), args.n):

@@ -58,4 +58,16 @@ def test_byte_copies_count_the_digits_and_letters_after_each_values_first_byte()
 def test_main_prints_the_byte_table(capsys):
     main(["--model", "demo", "--tasks", "echo", "--n", "2", "--bytes"])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "| task | digits predicted | letters predicted |" and lines[2].startswith("| echo | ")
+    assert lines[0].startswith("| task | digits predicted | letters predicted | without the statement")
+    assert lines[2].startswith("| echo | ") and lines[2].count(" of ") == 4
+
+
+def test_without_the_statement_the_shipped_model_guesses_pass_key_digits_it_otherwise_copies():
+    from sleeptime.models.engine import MemoryEngine
+    from sleeptime.training.ablate import byte_copies
+
+    model = MemoryEngine.load("demo", "cpu").model.eval()
+    copied, _ = byte_copies(model, "passkey", n=8)["digit"]
+    guessed, total = byte_copies(model, "passkey", n=8, statement=False)["digit"]
+    assert total == 8 * 4  # five-digit keys, the bytes after the first
+    assert copied >= 0.7 * total and guessed <= 0.3 * total
