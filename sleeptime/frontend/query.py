@@ -32,14 +32,13 @@ from sleeptime.db import (
     normalize_question,
 )
 from sleeptime.db.store import MAX_QUESTION_BYTES
-from sleeptime.models.tokenizer import encode_message
+from sleeptime.models.tokenizer import ANSWER_TOKENS, encode_message
 
 log = logging.getLogger(__name__)
 
 TAIL_TOKENS = 4096
 # read at most this many recent messages for the tail, so a long unconsolidated tail costs one bounded read
 TAIL_MESSAGES = 256
-ANSWER_TOKENS = 64
 
 
 @dataclass(frozen=True)

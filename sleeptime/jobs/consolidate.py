@@ -25,14 +25,13 @@ from typing import Any
 from sleeptime import SleeptimeError
 from sleeptime.db import CheckpointInfo, HeadConflict, Store
 from sleeptime.jobs.anticipate import answer_questions, extract_questions, gather_questions
-from sleeptime.models.tokenizer import encode_message
+from sleeptime.models.tokenizer import ANSWER_TOKENS, encode_message
 
 log = logging.getLogger(__name__)
 
 BATCH_MESSAGES = 512
 # tokens handed to the model per call: a multiple of the engine's segment, large enough to amortise the call
 FEED_TOKENS = 8192
-ANSWER_TOKENS = 64
 TOP_SPANS = 8
 # questions extracted from one pass's messages, newest kept: a long history can state thousands of facts
 MAX_EXTRACTED = 64

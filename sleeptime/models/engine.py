@@ -139,7 +139,7 @@ class MemoryEngine:
         state: dict,
         question: str,
         tail: Sequence[Mapping[str, str]] = (),
-        max_new_tokens: int = 64,
+        max_new_tokens: int = tokenizer.ANSWER_TOKENS,
     ) -> str:
         """Greedy answer to `question` after the recent messages `tail` (not yet consolidated)."""
         prompt = tokenizer.encode_messages(tail) + tokenizer.encode_prompt(question)

@@ -79,7 +79,7 @@ def replay_ids(history: np.ndarray, stats: ConsumeStats, top: int) -> np.ndarray
 
 def evaluate_cell(
     engine: MemoryEngine, task: str, tokens: int, n: int, first: int = 0, batch: int = 8,
-    max_answer_tokens: int = 48, progress: Callable[[int], None] | None = None, replay: int = 0,
+    max_answer_tokens: int = tokenizer.ANSWER_TOKENS, progress: Callable[[int], None] | None = None, replay: int = 0,
 ) -> Cell:
     """replay > 0: after each history, its `replay` most surprising 256-token spans are fed again (one history at
     a time: the spans are per history)."""
@@ -118,7 +118,7 @@ def answering_message(sample: Sample) -> dict[str, str]:
 
 
 def evaluate_reading(
-    engine: MemoryEngine, task: str, tokens: int, n: int, first: int = 0, max_answer_tokens: int = 48,
+    engine: MemoryEngine, task: str, tokens: int, n: int, first: int = 0, max_answer_tokens: int = tokenizer.ANSWER_TOKENS,
     split: str = "heldout",
 ) -> Cell:
     """The reading ceiling of a cell: each held-out question asked right after the one message that states its
@@ -191,12 +191,12 @@ def later_history(sample, tokens: int) -> History:
 
 def evaluate_rehearsal(
     engine: MemoryEngine, task: str, tokens: int, after: int, n: int, first: int = 0,
-    max_answer_tokens: int = 64,
+    max_answer_tokens: int = tokenizer.ANSWER_TOKENS,
 ) -> RehearsalCell:
     """For each held-out sample: consolidate its history, answer its question (the precomputed answer), then
     consume `after` tokens of later conversation and ask again, once from the plain state and once from the state
     that rehearsed the question with its precomputed answer as a user/assistant exchange, as the daemon's pass
-    does. One sample at a time; max_answer_tokens matches the daemon's ANSWER_TOKENS."""
+    does. One sample at a time; answers run to tokenizer.ANSWER_TOKENS, as the daemon's do."""
     start = time.monotonic()
     hits = {"precomputed": 0, "plain": 0, "rehearsed": 0}
     examples = []

@@ -13,6 +13,8 @@ import pytest
 from sleeptime.models.tokenizer import ASSISTANT, END, decode, encode_messages
 from sleeptime.training import data, vocab
 from sleeptime.training.data import (
+    SPLITS,
+    encode_answer,
     encode_sample,
     iter_history_ids,
     iter_samples,
@@ -401,3 +403,17 @@ def test_an_echo_phrase_is_made_of_its_splits_parts_and_asked_back_verbatim(spli
         assert len(stated) == 1 and sample.answer_value in stated[0]
     train_templates = set(pools("train").echo_intros) | set(pools("train").echo_questions)
     assert not train_templates & (set(pools("heldout").echo_intros) | set(pools("heldout").echo_questions))
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_every_answer_fits_within_the_answer_length_the_daemon_generates(split):
+    """An answer cut short of its value would be scored (and served) as wrong however well the model read."""
+    from sleeptime.models.tokenizer import ANSWER_TOKENS
+
+    longest = max(
+        len(encode_answer(q.answer_text))
+        for task in TASKS
+        for sample in iter_samples(task, seed=7, n=300, split=split, target_tokens=256)
+        for q in sample.queries
+    )
+    assert 60 < longest <= ANSWER_TOKENS
