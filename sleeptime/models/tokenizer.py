@@ -19,7 +19,7 @@ TOOL = 262
 VOCAB_SIZE = 264  # 263 used, padded to a multiple of 8
 
 # tokens an answer may run to, for the daemon, the query front end and the evaluation alike: the longest answer the
-# training data teach is 76 bytes with END (a long attribute restated before its value), and a shorter cap would
+# training data teach is 79 tokens with END (a long attribute restated before its value), and a shorter cap would
 # cut such an answer before its value
 ANSWER_TOKENS = 96
 

@@ -226,8 +226,8 @@ def with_overrides(
     conv_width: int | None = None,
 ) -> TrainConfig:
     """A recipe with its write penalty, the model's write and decay floors, its attention window, the width of its
-    memories' key convolution, the share of novel
-    chat values in every stage that has chat and, for a one-stage recipe, its number of steps replaced (None: kept)."""
+    memories' key convolution, the share of novel chat values in every stage that has chat and, for a one-stage
+    recipe, its number of steps replaced (None: kept)."""
     if write_penalty is not None:
         cfg = replace(cfg, write_penalty=write_penalty)
     if novel_values is not None:
