@@ -182,7 +182,7 @@ def bench_model(
 @app.command("train")
 def train_cmd(
     out: Annotated[str, typer.Option(help="Run folder: checkpoints, config and log; an existing run resumes.")],
-    preset: Annotated[str, typer.Option(help="Recipe: tiny, demo, copy, mix, long, sparse, chat, read, restate, echo, wide, echo-first, gpu or full.")] = "demo",
+    preset: Annotated[str, typer.Option(help="Recipe: tiny, demo, copy, mix, long, sparse, chat, read, restate, echo, wide, echo-first, chat-memory, gpu or full.")] = "demo",
     variant: Annotated[str | None, typer.Option(help="Override the architecture (lmm, mac, mag, mal, swa).")] = None,
     device: Annotated[str, typer.Option(envvar="SLEEPTIME_DEVICE", help="auto, cpu or cuda.")] = "auto",
     max_minutes: Annotated[float | None, typer.Option(help="Stop (resumably) after this long.")] = None,
@@ -209,11 +209,14 @@ def train_cmd(
     conv_width: Annotated[
         int | None, typer.Option(min=1, help="Override how many bytes the memories' key convolution sees.")
     ] = None,
+    answer_style: Annotated[
+        str | None, typer.Option(help="Chat answers: any, or restate (the attribute named right before the value).")
+    ] = None,
     start_stage: Annotated[
         str | None, typer.Option(help="A new run begins at this stage of the recipe (e.g. with --init-from).")
     ] = None,
     anneal_by_clock: Annotated[
-        bool, typer.Option(help="Anneal the learning rate to its floor by --max-minutes instead of over the steps.")
+        bool, typer.Option(help="Anneal the learning rate to its floor by --max-minutes (of the whole run, resumes included) instead of over the steps.")
     ] = False,
 ):
     """Train a memory model through its inner updates (curriculum of streamed histories); resumable."""
@@ -231,7 +234,7 @@ def train_cmd(
         cfg = with_overrides(
             make_preset(preset, variant), write_penalty=write_penalty, steps=steps, write_floor=write_floor,
             decay_floor=decay_floor, novel_values=novel_values, window=window,
-            conv_width=conv_width,
+            conv_width=conv_width, answer_style=answer_style,
         )
         dev = pick_device(device)
         check_run_options(cfg, max_minutes, anneal_by_clock, start_stage, recipe=f"preset {preset}")

@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from sleeptime.models import checkpoint, tokenizer
 from sleeptime.models.memory import MemoryConfig, NeuralMemory
 from sleeptime.models.titans import ModelConfig, TitansLM
-from sleeptime.training.data import encode_answer, make_sample
+from sleeptime.training.data import ANSWER_STYLES, encode_answer, make_sample
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,10 @@ def _delta_model(dim: int, layers: int, variant: str, memory_heads: int, head_di
     )
 
 
+PRESETS = (
+    "tiny", "demo", "copy", "mix", "long", "sparse", "chat", "read", "restate", "echo", "wide", "echo-first",
+    "chat-memory", "gpu", "full",
+)
 SHORT_CHAT = {"chat": {"n_facts": (1, 3), "update_prob": 0.3}}
 
 
@@ -189,6 +193,18 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
                   task_options=echo | {"chat": {"n_facts": (1, 2), "update_prob": 0.3, "novel_values": 0.5}}),
         )
         cfg = replace(cfg, stages=stages, save_every=25)
+    elif name == "chat-memory":
+        # chat as it is evaluated, through the memory: the echo-first model (checkpoints/echo-first) reads 24 of 40
+        # held-out chat statements, yet teacher-forced at 1K it gets 6 of 32 values of a lone fact and 0 of 32 of the
+        # evaluation's transcripts of 4-8 facts with updates, which no recipe before trained on (they drew 1-3 facts).
+        # Histories of 1K and 2K tokens are backpropagated whole, so the write of a fact learns as well as its read;
+        # echo and pass keys stay in the mix so copying is not forgotten. Continue with --init-from
+        cfg = preset("demo")
+        stage = Stage(
+            "chat-memory", {"chat": 0.6, "echo": 0.2, "passkey": 0.2}, (1024, 2048, 4096), batch=8, steps=1500,
+            window=2048, task_options={"echo": {"n_parts": (1, 3)}, "chat": {"novel_values": 0.3}},
+        )
+        cfg = replace(cfg, stages=(stage,), warmup=10, save_every=25)
     elif name == "gpu":
         # for a short GPU lease (benchmarks/gpu_session.sh): the demo model, 583K parameters, reads only 9 of 40
         # held-out chat statements right before the question, so twice its width and depth (4.2M parameters), the
@@ -214,7 +230,7 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         copy, *rest = cfg.stages[:4]
         cfg = replace(cfg, model=replace(cfg.model, window=8192), stages=(replace(copy, steps=3000), *rest))
     else:
-        raise ValueError(f"unknown preset {name!r}; expected tiny, demo, copy, mix, long, sparse, chat, read, restate, echo, wide, echo-first, gpu or full")
+        raise ValueError(f"unknown preset {name!r}; expected {', '.join(PRESETS[:-1])} or {PRESETS[-1]}")
     if variant:
         cfg = replace(cfg, model=replace(cfg.model, variant=variant))
     return cfg
@@ -223,24 +239,30 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
 def with_overrides(
     cfg: TrainConfig, write_penalty: float | None = None, steps: int | None = None, write_floor: float | None = None,
     decay_floor: float | None = None, novel_values: float | None = None, window: int | None = None,
-    conv_width: int | None = None,
+    conv_width: int | None = None, answer_style: str | None = None,
 ) -> TrainConfig:
     """A recipe with its write penalty, the model's write and decay floors, its attention window, the width of its
     memories' key convolution, the share of novel chat values in every stage that has chat and, for a one-stage
-    recipe, its number of steps replaced (None: kept)."""
+    recipe, its number of steps replaced, and every chat answer drawn in `answer_style` (None: kept)."""
     if write_penalty is not None:
         cfg = replace(cfg, write_penalty=write_penalty)
-    if novel_values is not None:
-        if not 0.0 <= novel_values <= 1.0:
-            raise ValueError(f"novel_values must be within [0, 1], got {novel_values}")
+    if novel_values is not None and not 0.0 <= novel_values <= 1.0:
+        raise ValueError(f"novel_values must be within [0, 1], got {novel_values}")
+    if answer_style is not None and answer_style not in ANSWER_STYLES:
+        raise ValueError(f"answer_style must be one of {', '.join(ANSWER_STYLES)}, got {answer_style!r}")
+    chat_options = {
+        key: value for key, value in (("novel_values", novel_values), ("answer_style", answer_style))
+        if value is not None
+    }
+    if chat_options:
 
-        def with_novel(stage: Stage) -> Stage:
+        def with_chat_options(stage: Stage) -> Stage:
             if "chat" not in stage.tasks:
                 return stage
-            chat = stage.task_options.get("chat", {}) | {"novel_values": novel_values}
+            chat = stage.task_options.get("chat", {}) | chat_options
             return replace(stage, task_options=stage.task_options | {"chat": chat})
 
-        cfg = replace(cfg, stages=tuple(with_novel(s) for s in cfg.stages))
+        cfg = replace(cfg, stages=tuple(with_chat_options(s) for s in cfg.stages))
     cfg = replace(cfg, model=replace(cfg.model, memory=cfg.model.memory.with_floors(write_floor, decay_floor)))
     if window is not None:
         if window < 1:
@@ -314,6 +336,14 @@ def write_strengths(model: TitansLM) -> Iterator[list[torch.Tensor]]:
             handle.remove()
 
 
+def mean_write(writes: list[torch.Tensor], real: torch.Tensor) -> torch.Tensor:
+    """The mean write strength over the tokens that are text (`real` [B, T]), not the left padding of short rows,
+    averaged over memories and heads: what the write penalty lowers."""
+    weight = real[:, None, :].to(writes[0].dtype)
+    per_memory = [(b * weight).sum() / (weight.sum() * b.shape[1]).clamp_min(1) for b in writes]
+    return torch.stack(per_memory).mean()
+
+
 def batch_loss(
     model: TitansLM,
     ids: torch.Tensor,
@@ -340,7 +370,7 @@ def batch_loss(
     other = ~answer & (targets != tokenizer.PAD)
     loss = (nll * answer).sum() / answer.sum().clamp_min(1) + lm_weight * (nll * other).sum() / other.sum().clamp_min(1)
     if write_penalty and writes:
-        loss = loss + write_penalty * torch.stack([b.mean() for b in writes]).mean()
+        loss = loss + write_penalty * mean_write(writes, inputs != tokenizer.PAD)
     with torch.no_grad():
         right = (logits.argmax(-1) == targets) | ~value
         exact = right.all(dim=1).float().mean().item()
@@ -435,7 +465,9 @@ def train(
     start_stage: a new run begins at this stage of the recipe (with init_from: weights that have passed the ones
     before it); the schedule still counts the skipped stages' steps.
     anneal_by_clock: the learning rate reaches min_lr when max_minutes run out rather than after the recipe's steps
-    (a time-boxed run, e.g. a short GPU lease, that would otherwise stop with its learning rate still high).
+    (a time-boxed run, e.g. a short GPU lease, that would otherwise stop with its learning rate still high); the
+    minutes then count the whole run, so a resumed run goes on down the same schedule and stops when they are spent
+    (without it, max_minutes bounds each invocation).
     A step whose loss is not finite is skipped (no update); MAX_BAD_STEPS of them in a row stop the run with an error.
     """
     check_run_options(cfg, max_minutes, anneal_by_clock, start_stage)
@@ -469,16 +501,18 @@ def train(
     try:
         while progress["stage"] < len(cfg.stages):
             stage = cfg.stages[progress["stage"]]
-            if max_minutes is not None and (time.monotonic() - started) / 60 >= max_minutes:
+            # minutes of this invocation, or of the whole run when annealing by the clock
+            spent = (time.monotonic() - started + (seconds_before if anneal_by_clock else 0.0)) / 60
+            if max_minutes is not None and spent >= max_minutes:
                 break
             if upcoming is None or upcoming[0] != progress["stage"]:  # a batch drawn for the stage before is dropped
                 upcoming = (progress["stage"], batches.submit(make_batch, stage, rng))
             ids, is_answer = upcoming[1].result()
             upcoming = (progress["stage"], batches.submit(make_batch, stage, rng))
             ids, is_answer = ids.to(device), is_answer.to(device)
-            clock = (time.monotonic() - started) / 60 / max_minutes if anneal_by_clock else 0.0
+            lr = _lr(cfg, progress["step"], spent / max_minutes if anneal_by_clock else 0.0)
             for group in opt.param_groups:
-                group["lr"] = _lr(cfg, progress["step"], clock)
+                group["lr"] = lr
             with amp:
                 loss, exact = batch_loss(
                     model, ids, is_answer, stage.window, cfg.prefix_segment, cfg.lm_weight, cfg.write_penalty
@@ -497,7 +531,7 @@ def train(
             opt.step()
             running = 0.9 * running + 0.1 * exact
             progress.update(
-                step=progress["step"] + 1, stage_step=progress["stage_step"] + 1, loss=round(loss.item(), 4),
+                step=progress["step"] + 1, stage_step=progress["stage_step"] + 1, loss=round(loss.item(), 4), lr=lr,
                 exact=round(running, 3), seconds=round(seconds_before + time.monotonic() - started, 1),
             )
             done_by_skill = stage.advance_at is not None and running >= stage.advance_at and progress["stage_step"] >= 20

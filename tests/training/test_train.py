@@ -1,5 +1,6 @@
 """Training lowers the loss through the inner updates; a run resumes; evaluation runs the daemon's path end to end."""
 
+import itertools
 import json
 import random
 from dataclasses import replace
@@ -10,8 +11,10 @@ import torch
 
 from sleeptime.models.engine import MemoryEngine
 from sleeptime.models.titans import TitansLM
+from sleeptime.training.data import make_sample
 from sleeptime.training.evaluate import evaluate_cell
 from sleeptime.training.train import (
+    PRESETS,
     Stage,
     batch_loss,
     init_weights,
@@ -133,6 +136,28 @@ def test_write_strengths_are_the_memorys_own_gates_and_the_penalty_lowers_them()
     assert mean_write_after(1.0) < 0.8 * mean_write_after(0.0)
 
 
+def test_the_write_penalty_averages_the_text_not_the_padding():
+    from sleeptime.models import tokenizer
+    from sleeptime.models.titans import TitansLM
+    from sleeptime.training.train import mean_write
+
+    torch.manual_seed(0)
+    model = TitansLM(preset("tiny").model)
+    ids, is_answer = make_batch(Stage("s", {"passkey": 1.0}, history_tokens=96, batch=4, steps=1), random.Random(5))
+    padded = ids[:, :-1] == tokenizer.PAD
+    assert padded.any() and not padded.all()
+    with torch.no_grad():
+        without, _ = batch_loss(model, ids, is_answer, 0, 64, 0.2)
+        with_penalty, _ = batch_loss(model, ids, is_answer, 0, 64, 0.2, write_penalty=1.0)
+        with write_strengths(model) as writes:
+            model(ids[:, :-1])
+    text = ~padded
+    expected = torch.stack([b.permute(0, 2, 1)[text].mean() for b in writes]).mean()
+    torch.testing.assert_close(with_penalty - without, expected)
+    torch.testing.assert_close(mean_write(writes, text), expected)
+    assert not torch.isclose(expected, torch.stack([b.mean() for b in writes]).mean())  # the padding would count
+
+
 def test_overrides_replace_the_penalty_and_the_steps_of_a_one_stage_recipe():
     cfg = with_overrides(preset("sparse"), write_penalty=2.0, steps=250)
     assert (cfg.write_penalty, cfg.total_steps) == (2.0, 250)
@@ -187,6 +212,25 @@ def test_overrides_set_the_novel_values_of_every_chat_stage_and_keep_its_other_o
         with_overrides(demo, novel_values=2.0)
 
 
+def test_overrides_set_the_answer_style_of_every_chat_stage_and_the_batch_restates_each_attribute():
+    demo = preset("demo")
+    cfg = with_overrides(demo, answer_style="restate", novel_values=0.5)
+    for before, after in zip(demo.stages, cfg.stages, strict=True):
+        if "chat" in before.tasks:
+            expected = before.task_options.get("chat", {}) | {"answer_style": "restate", "novel_values": 0.5}
+            assert after.task_options["chat"] == expected
+        else:
+            assert after == before
+    stage = replace(cfg.stages[1], tasks={"chat": 1.0}, batch=2)
+    rng = random.Random(0)
+    for _ in range(3):
+        rows = [make_sample("chat", rng.randrange(2**31), target_tokens=448, **stage.task_options["chat"])
+                for _ in range(2)]
+        assert all(s.answer_text.find(s.queries[0].attribute) >= 0 for s in rows)
+    with pytest.raises(ValueError, match="answer_style must be one of any, restate"):
+        with_overrides(demo, answer_style="terse")
+
+
 def test_a_memory_off_baseline_starts_from_a_memory_models_other_weights(tmp_path):
     from dataclasses import replace
 
@@ -210,7 +254,7 @@ def test_a_memory_off_baseline_starts_from_a_memory_models_other_weights(tmp_pat
     assert all(torch.equal(v, before[n]) for n, v in memory_model.state_dict().items())
 
 
-@pytest.mark.parametrize("name", ["tiny", "demo", "copy", "mix", "long", "sparse", "chat", "read", "restate", "echo", "wide", "echo-first", "gpu", "full"])
+@pytest.mark.parametrize("name", PRESETS)
 def test_every_preset_builds_a_model_small_enough_to_ship(name):
     cfg = preset(name)
     n_params = sum(p.numel() for p in TitansLM(cfg.model).parameters())
@@ -219,8 +263,19 @@ def test_every_preset_builds_a_model_small_enough_to_ship(name):
 
 
 def test_an_unknown_preset_names_the_known_ones():
-    with pytest.raises(ValueError, match="expected tiny, demo, copy, .* read, restate, echo, wide, echo-first, gpu or full"):
+    with pytest.raises(ValueError, match="expected tiny, demo, copy, .* wide, echo-first, chat-memory, gpu or full"):
         preset("huge")
+
+
+def test_the_train_commands_help_names_every_preset():
+    from typer.testing import CliRunner
+
+    from sleeptime.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "400", "TERM": "dumb"})
+    assert result.exit_code == 0
+    help_text = " ".join(result.output.split())
+    assert all(name in help_text for name in PRESETS)
 
 
 def test_a_wider_memory_conv_starts_as_the_files_narrower_one(tmp_path):
@@ -271,6 +326,37 @@ def test_the_schedule_can_anneal_by_the_clock():
     assert _lr(cfg, 0, clock=1.0) == cfg.lr / cfg.warmup  # warmup stays by steps
     with pytest.raises(ValueError, match="max-minutes"):
         train(preset("tiny"), Path("unused"), anneal_by_clock=True)
+
+
+def test_a_run_annealed_by_the_clock_resumes_down_the_same_schedule(tmp_path, monkeypatch):
+    """The minutes of --anneal-by-clock count the whole run: a resumed run goes on from the rate it stopped at,
+    not from the peak, and stops when the run's minutes are spent."""
+    import sleeptime.training.train as training
+
+    now = [0.0]
+
+    def ticking() -> float:  # a clock that moves one second each time it is read
+        now[0] += 1.0
+        return now[0]
+
+    monkeypatch.setattr(training.time, "monotonic", ticking)
+    cfg = preset("tiny")
+    cfg = replace(cfg, stages=(replace(cfg.stages[0], steps=100_000),))  # the clock, not the steps, sets the rate
+    rates: list[float] = []
+
+    def stop_after_six(p: dict) -> None:  # tiny saves every 5 steps: the run resumes from step 5
+        rates.append(p["lr"])
+        if p["step"] == 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path, max_minutes=1.0, anneal_by_clock=True, on_step=stop_after_six)
+    assert len(rates) == 6 and rates[2] > rates[4]  # past the warmup, the clock anneals
+    final = train(cfg, tmp_path, max_minutes=1.0, anneal_by_clock=True, on_step=lambda p: rates.append(p["lr"]))
+    resumed = rates[6:]
+    assert resumed and resumed[0] < rates[4]  # below the rate of the step it resumed from, not back at the peak
+    assert all(a >= b for a, b in itertools.pairwise(resumed))
+    assert 60 <= final["seconds"] <= 65  # the run's minute, resumes included
 
 
 def test_a_step_whose_loss_is_not_finite_is_skipped(tmp_path, monkeypatch):
