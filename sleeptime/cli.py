@@ -209,6 +209,9 @@ def train_cmd(
     conv_width: Annotated[
         int | None, typer.Option(min=1, help="Override how many bytes the memories' key convolution sees.")
     ] = None,
+    value_weight: Annotated[
+        float | None, typer.Option(help="Weight of the expected value's bytes against the answer's other bytes (1: alike).")
+    ] = None,
     answer_style: Annotated[
         str | None, typer.Option(help="Chat answers: any, or restate (the attribute named right before the value).")
     ] = None,
@@ -234,7 +237,7 @@ def train_cmd(
         cfg = with_overrides(
             make_preset(preset, variant), write_penalty=write_penalty, steps=steps, write_floor=write_floor,
             decay_floor=decay_floor, novel_values=novel_values, window=window,
-            conv_width=conv_width, answer_style=answer_style,
+            conv_width=conv_width, answer_style=answer_style, value_weight=value_weight,
         )
         dev = pick_device(device)
         check_run_options(cfg, max_minutes, anneal_by_clock, start_stage, recipe=f"preset {preset}")

@@ -6,7 +6,8 @@ without gradients (state carried: memory, conv and attention caches) and only th
 the question and the answer, are backpropagated. A stage ends after `steps` steps, or earlier once the running
 teacher-forced exact match on answers reaches `advance_at` (stage by skill, not by time).
 
-Loss: cross-entropy on the answer bytes, plus `lm_weight` times the mean next-byte loss elsewhere, plus
+Loss: cross-entropy on the answer bytes (those of the expected value weighted `value_weight` times the answer's
+other bytes), plus `lm_weight` times the mean next-byte loss elsewhere, plus
 `write_penalty` times the mean write strength of the delta-rule memories (sparse writes: see `write_strengths`).
 Checkpoints (model and optimizer, safetensors) are written every `save_every` steps; a run resumes from them.
 """
@@ -60,6 +61,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     clip: float = 1.0
     lm_weight: float = 0.2
+    value_weight: float = 1.0  # the value's bytes against the answer's wording around them
     write_penalty: float = 0.0
     prefix_segment: int = 2048  # tokens per no-grad call while streaming a long prefix
     save_every: int = 50
@@ -239,13 +241,18 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
 def with_overrides(
     cfg: TrainConfig, write_penalty: float | None = None, steps: int | None = None, write_floor: float | None = None,
     decay_floor: float | None = None, novel_values: float | None = None, window: int | None = None,
-    conv_width: int | None = None, answer_style: str | None = None,
+    conv_width: int | None = None, answer_style: str | None = None, value_weight: float | None = None,
 ) -> TrainConfig:
     """A recipe with its write penalty, the model's write and decay floors, its attention window, the width of its
     memories' key convolution, the share of novel chat values in every stage that has chat and, for a one-stage
-    recipe, its number of steps replaced, and every chat answer drawn in `answer_style` (None: kept)."""
+    recipe, its number of steps replaced, every chat answer drawn in `answer_style`, and the weight of the value's
+    bytes in the answer loss (None: kept)."""
     if write_penalty is not None:
         cfg = replace(cfg, write_penalty=write_penalty)
+    if value_weight is not None:
+        if value_weight <= 0:
+            raise ValueError(f"value_weight must be > 0, got {value_weight}")
+        cfg = replace(cfg, value_weight=value_weight)
     if novel_values is not None and not 0.0 <= novel_values <= 1.0:
         raise ValueError(f"novel_values must be within [0, 1], got {novel_values}")
     if answer_style is not None and answer_style not in ANSWER_STYLES:
@@ -352,6 +359,7 @@ def batch_loss(
     prefix_segment: int,
     lm_weight: float,
     write_penalty: float = 0.0,
+    value_weight: float = 1.0,
 ) -> tuple[torch.Tensor, float]:
     """Loss over the backpropagated window and the teacher-forced exact match of the expected values."""
     B, L = ids.shape
@@ -368,7 +376,9 @@ def batch_loss(
         logits, _, _ = model(inputs, state)
     nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # [B, T]
     other = ~answer & (targets != tokenizer.PAD)
-    loss = (nll * answer).sum() / answer.sum().clamp_min(1) + lm_weight * (nll * other).sum() / other.sum().clamp_min(1)
+    # the value's bytes decide exact match and are a few of the answer's; value_weight > 1 puts the loss on them
+    weight = answer.float() + (value_weight - 1.0) * value.float()
+    loss = (nll * weight).sum() / weight.sum().clamp_min(1) + lm_weight * (nll * other).sum() / other.sum().clamp_min(1)
     if write_penalty and writes:
         loss = loss + write_penalty * mean_write(writes, inputs != tokenizer.PAD)
     with torch.no_grad():
@@ -515,7 +525,8 @@ def train(
                 group["lr"] = lr
             with amp:
                 loss, exact = batch_loss(
-                    model, ids, is_answer, stage.window, cfg.prefix_segment, cfg.lm_weight, cfg.write_penalty
+                    model, ids, is_answer, stage.window, cfg.prefix_segment, cfg.lm_weight, cfg.write_penalty,
+                    cfg.value_weight,
                 )
             if not torch.isfinite(loss):
                 bad_steps += 1

@@ -45,6 +45,31 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
     assert losses[-1] < 0.8 * losses[0]
 
 
+def test_the_value_weight_puts_the_answer_loss_on_the_values_bytes():
+    import torch.nn.functional as F
+
+    from sleeptime.models import tokenizer
+    from sleeptime.models.titans import TitansLM
+
+    torch.manual_seed(0)
+    model = TitansLM(preset("tiny").model)
+    ids, is_answer = make_batch(Stage("s", {"passkey": 1.0}, history_tokens=96, batch=3, steps=1), random.Random(2))
+    with torch.no_grad():
+        logits, _, _ = model(ids[:, :-1])
+        nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+        kind = is_answer[:, 1:]
+        value, wording = nll[kind == 2], nll[kind == 1]
+        assert len(value) and len(wording)
+        lm = 0.2 * nll[(kind == 0) & (ids[:, 1:] != tokenizer.PAD)].mean()
+        for weight in (1.0, 4.0):
+            loss, _ = batch_loss(model, ids, is_answer, 0, 64, 0.2, value_weight=weight)
+            expected = (weight * value.sum() + wording.sum()) / (weight * len(value) + len(wording)) + lm
+            torch.testing.assert_close(loss, expected)
+    assert with_overrides(preset("tiny"), value_weight=4.0).value_weight == 4.0
+    with pytest.raises(ValueError, match="value_weight must be > 0"):
+        with_overrides(preset("tiny"), value_weight=0.0)
+
+
 def test_gradients_reach_the_memory_through_a_streamed_prefix():
     """The backpropagated window starts from a state built without gradients; the memory's own parameters
     (its projections and gates) still get gradients through the inner updates inside the window."""
