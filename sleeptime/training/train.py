@@ -83,7 +83,7 @@ def _delta_model(dim: int, layers: int, variant: str, memory_heads: int, head_di
 
 PRESETS = (
     "tiny", "demo", "copy", "mix", "long", "sparse", "chat", "read", "restate", "echo", "wide", "echo-first",
-    "chat-memory", "gpu", "full",
+    "chat-memory", "lookup", "gpu", "full",
 )
 SHORT_CHAT = {"chat": {"n_facts": (1, 3), "update_prob": 0.3}}
 
@@ -207,6 +207,19 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
             window=2048, task_options={"echo": {"n_parts": (1, 3)}, "chat": {"novel_values": 0.3}},
         )
         cfg = replace(cfg, stages=(stage,), warmup=10, save_every=25)
+    elif name == "lookup":
+        # a fact found by what it is about: after "chat-memory" the models copy a pass key's later bytes through the
+        # memory at 1K (teacher-forced 0.99-1.00) and the first byte only when the answer repeats the words that
+        # preceded it in the history; a chat value's first byte, which the question must find, 4 of 40, and the
+        # first byte of a multi-query recall value (key word -> code) 0 of 40 (docs/model.md). Lookup-heavy batches
+        # (recall and chat), histories past the attention window backpropagated whole, the value's bytes weighted
+        # four times the answer's wording; continue with --init-from
+        cfg = preset("demo")
+        stage = Stage(
+            "lookup", {"recall": 0.4, "chat": 0.4, "echo": 0.1, "passkey": 0.1}, (448, 1024), batch=8, steps=1000,
+            task_options={"echo": {"n_parts": (1, 3)}, "chat": {"novel_values": 0.3}},
+        )
+        cfg = replace(cfg, stages=(stage,), warmup=10, save_every=25, value_weight=4.0)
     elif name == "gpu":
         # for a short GPU lease (benchmarks/gpu_session.sh): the demo model, 583K parameters, reads only 9 of 40
         # held-out chat statements right before the question, so twice its width and depth (4.2M parameters), the
