@@ -197,8 +197,9 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         cfg = replace(cfg, stages=stages, save_every=25)
     elif name == "chat-memory":
         # chat as it is evaluated, through the memory: the echo-first model (checkpoints/echo-first) reads 24 of 40
-        # held-out chat statements, yet teacher-forced at 1K it gets 6 of 32 values of a lone fact and 0 of 32 of the
-        # evaluation's transcripts of 4-8 facts with updates, which no recipe before trained on (they drew 1-3 facts).
+        # held-out chat statements, yet teacher-forced through 1K histories (training/probe.py) it gets 6 of 40 values
+        # of a lone fact and 1 of 40 of the evaluation's transcripts of 4-8 facts with updates, which no recipe before
+        # trained on (they drew 1-3 facts).
         # Histories of 1K and 2K tokens are backpropagated whole, so the write of a fact learns as well as its read;
         # echo and pass keys stay in the mix so copying is not forgotten. Continue with --init-from
         cfg = preset("demo")
@@ -211,7 +212,7 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         # a fact found by what it is about: after "chat-memory" the models copy a pass key's later bytes through the
         # memory at 1K (teacher-forced 0.99-1.00) and the first byte only when the answer repeats the words that
         # preceded it in the history; a chat value's first byte, which the question must find, 4 of 40, and the
-        # first byte of a multi-query recall value (key word -> code) 0 of 40 (docs/model.md). Lookup-heavy batches
+        # first byte of a multi-query recall value (key word -> code) 0 and 6 of 40 (docs/model.md). Lookup-heavy batches
         # (recall and chat), histories past the attention window backpropagated whole, the value's bytes weighted
         # four times the answer's wording; continue with --init-from
         cfg = preset("demo")
