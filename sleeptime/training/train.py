@@ -210,11 +210,11 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         cfg = replace(cfg, stages=(stage,), warmup=10, save_every=25)
     elif name == "lookup":
         # a fact found by what it is about: after "chat-memory" the models copy a pass key's later bytes through the
-        # memory at 1K (teacher-forced 0.99-1.00) and the first byte only when the answer repeats the words that
-        # preceded it in the history; a chat value's first byte, which the question must find, 4 of 40, and the
-        # first byte of a multi-query recall value (key word -> code) 0 and 6 of 40 (docs/model.md). Lookup-heavy batches
-        # (recall and chat), histories past the attention window backpropagated whole, the value's bytes weighted
-        # four times the answer's wording; continue with --init-from
+        # memory at 1K (teacher-forced 0.99-1.00) and its first byte only when the answer names the pass key right
+        # before it; a chat value's first byte, which the question must find, 4 of 40, and the first byte of a
+        # multi-query recall value (key word -> code) 0 and 6 of 40 (docs/model.md). Lookup-heavy batches (recall
+        # and chat), histories past the attention window backpropagated whole, the value's bytes weighted four
+        # times the answer's wording; continue with --init-from
         cfg = preset("demo")
         stage = Stage(
             "lookup", {"recall": 0.4, "chat": 0.4, "echo": 0.1, "passkey": 0.1}, (448, 1024), batch=8, steps=1000,
