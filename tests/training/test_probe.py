@@ -1,10 +1,12 @@
+from types import SimpleNamespace
+
 import torch
 
 from sleeptime.models.engine import MemoryEngine
 from sleeptime.models.titans import TitansLM
 from sleeptime.training.data import make_sample
 from sleeptime.training.evaluate import HELDOUT_SEED
-from sleeptime.training.probe import main, probe, value_hits
+from sleeptime.training.probe import main, probe, shared_context, value_hits
 from sleeptime.training.train import preset
 
 
@@ -32,3 +34,24 @@ def test_main_prints_a_row_per_task(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("| task | value exact") and len(lines) == 4
     assert lines[2].startswith("| passkey | ") and lines[3].startswith("| chat | ")
+
+
+def test_the_shared_context_is_the_longest_common_ending_before_the_value_in_any_stating_message():
+    history = [
+        {"role": "user", "content": "my locker code is 4821, ok?"},
+        {"role": "assistant", "content": "Noted: 4821."},
+        {"role": "user", "content": "nothing here"},
+    ]
+    sample = SimpleNamespace(history=history, answer_value="4821", answer_text="Your locker code is 4821.")
+    assert shared_context(sample) == len(" locker code is ")
+    assert shared_context(SimpleNamespace(history=history, answer_value="4821", answer_text="It's 4821.")) == 2  # "s "
+    assert shared_context(SimpleNamespace(history=history, answer_value="4821", answer_text="4821")) == 0
+
+
+def test_main_splits_the_first_byte_by_shared_context(capsys):
+    main(["--model", "demo", "--tasks", "passkey", "--n", "4", "--tokens", "400", "--by-context"])
+    main_table, by_context = capsys.readouterr().out.split("\n\n")
+    assert main_table.splitlines()[2].startswith("| passkey | ")
+    rows = by_context.splitlines()[2:]
+    assert rows and all(r.startswith("| passkey | ") for r in rows)
+    assert sum(int(r.split("|")[3].split(" of ")[1]) for r in rows) == 4  # every sample in one bucket
