@@ -30,7 +30,7 @@ from torch import nn
 from sleeptime.models import tokenizer
 from sleeptime.models.engine import MemoryEngine
 from sleeptime.models.titans import TitansLM
-from sleeptime.training.data import encode_answer, make_sample
+from sleeptime.training.data import Sample, encode_answer, make_sample
 from sleeptime.training.evaluate import HELDOUT_SEED, answering_message
 
 
@@ -73,14 +73,20 @@ def value_predictions(
     and whether it was the top prediction."""
     sample = make_sample(task, HELDOUT_SEED + index, split="heldout", target_tokens=tokens)
     stated = tokenizer.encode_messages([answering_message(sample)]) if statement else []
-    prompt = stated + tokenizer.encode_prompt(sample.question)
+    return answer_value_predictions(model, stated + tokenizer.encode_prompt(sample.question), sample)
+
+
+@torch.no_grad()
+def answer_value_predictions(model: TitansLM, prompt: list[int], sample: Sample) -> list[tuple[int, bool]]:
+    """The sample's answer teacher-forced after `prompt` (token ids, from an empty state): each byte of the value
+    inside the answer, and whether it was the top prediction."""
     answer = encode_answer(sample.answer_text)
     ids = torch.tensor([prompt + answer], device=next(model.parameters()).device)
-    logits, _, _ = model(ids, model.initial_state(1))
-    predicted = logits[0, len(prompt) - 1 : -1].argmax(-1).tolist()
-    start = sample.answer_text.encode("utf-8").index(sample.answer_value.encode("utf-8"))
-    value = range(start, start + len(sample.answer_value.encode("utf-8")))
-    return [(answer[i], predicted[i] == answer[i]) for i in value]
+    logits, _, _ = model(ids[:, :-1], model.initial_state(1))
+    predicted = logits[0, len(prompt) - 1 :].argmax(-1).tolist()
+    value = sample.answer_value.encode("utf-8")
+    start = sample.answer_text.encode("utf-8").index(value)
+    return [(answer[i], predicted[i] == answer[i]) for i in range(start, start + len(value))]
 
 
 def value_read(model: TitansLM, task: str, index: int, tokens: int = 1024) -> bool:

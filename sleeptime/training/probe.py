@@ -19,6 +19,7 @@ other, not with `sleeptime eval`.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -27,7 +28,8 @@ import torch
 from sleeptime.models import tokenizer
 from sleeptime.models.engine import MemoryEngine
 from sleeptime.models.titans import TitansLM
-from sleeptime.training.data import Sample, encode_answer, make_sample
+from sleeptime.training.ablate import answer_value_predictions
+from sleeptime.training.data import Sample, make_sample
 from sleeptime.training.evaluate import HELDOUT_SEED
 
 
@@ -56,26 +58,15 @@ def shared_context(sample: Sample) -> int:
         text = message["content"].encode("utf-8")
         at = text.find(value)
         while at >= 0:
-            stated = text[:at]
-            n = 0
-            while n < min(len(stated), len(before)) and stated[-1 - n] == before[-1 - n]:
-                n += 1
-            best = max(best, n)
+            best = max(best, len(os.path.commonprefix([text[:at][::-1], before[::-1]])))
             at = text.find(value, at + 1)
     return best
 
 
-@torch.no_grad()
 def value_hits(model: TitansLM, sample: Sample) -> list[bool]:
     """Teacher-forced through the sample's whole history: for each byte of the value, was it the top prediction?"""
     prompt = tokenizer.encode_messages(sample.history) + tokenizer.encode_prompt(sample.question)
-    answer = encode_answer(sample.answer_text)
-    ids = torch.tensor([prompt + answer], device=next(model.parameters()).device)
-    logits, _, _ = model(ids[:, :-1], model.initial_state(1))
-    predicted = logits[0, len(prompt) - 1 :].argmax(-1).tolist()
-    value = sample.answer_value.encode("utf-8")
-    start = sample.answer_text.encode("utf-8").index(value)
-    return [predicted[i] == answer[i] for i in range(start, start + len(value))]
+    return [hit for _, hit in answer_value_predictions(model, prompt, sample)]
 
 
 def probe(model: TitansLM, task: str, n: int, tokens: int, first: int = 0, **options) -> Probe:
