@@ -9,11 +9,16 @@
 #      on the held-out split (`sleeptime eval`).
 # With BUDGET_S set, TRAIN_MINUTES is what is left of BUDGET_S seconds after steps 1-2, less EVAL_RESERVE_S for the
 # evaluation: the session then ends near BUDGET_S whatever the kernels' compile and the bench took.
+# TRAIN_ARGS_B trains a second run side by side on the same device (the same preset and minutes, these arguments),
+# which comes back as model_b.safetensors and train_b.log.jsonl: one small model leaves most of the GPU idle, so two
+# recipes cost a lease little more than one. EVAL_N=0 leaves the evaluation to another machine (the models come back).
 # Everything lands in OUT (at most 8 files, none over 16 MiB: what a lease sends back). A failed step is logged
 # and the next one still runs; the exit status is 1 if any step failed.
 #
 #   OUT=results/gpu BUDGET_S=560 bash benchmarks/gpu_session.sh   # on a GPU: about 9.5 minutes
 #   ... TRAIN_ARGS="--init-from checkpoints/gpu/model.safetensors --start-stage facts"  # on from the last lease
+#   ... PRESET=lookup-gpu TRAIN_ARGS="--init-from checkpoints/echo-first/model.safetensors" \
+#       TRAIN_ARGS_B="--init-from checkpoints/echo-first/model.safetensors --conv-width 16" EVAL_N=0 BENCH_SEGMENTS=
 #   OUT=/tmp/s DEVICE=cpu PRESET=tiny KERNELS=0 TRAIN_MINUTES=0.1 EVAL_N=2 EVAL_LENGTHS=1024 \
 #       BENCH_TOKENS=4096 bash benchmarks/gpu_session.sh  # smoke test on the CPU (tests/benchmarks)
 #
@@ -32,11 +37,12 @@ EVAL_RESERVE_S=${EVAL_RESERVE_S:-200}  # the trainer's start and save (~20 s), r
 EVAL_N=${EVAL_N:-40}
 EVAL_LENGTHS=${EVAL_LENGTHS:-1024,4096,32768}
 BENCH_TOKENS=${BENCH_TOKENS:-65536,1048576}
-BENCH_SEGMENTS=${BENCH_SEGMENTS:-512 8192}
+BENCH_SEGMENTS=${BENCH_SEGMENTS-512 8192}  # empty: no bench
 # the full tables were taken once (docs/gpu_kernels.md): a lease now checks the kernels at chunk 64 and times them
 # on 16K tokens without torch.compile, and leaves the time to training (KERNEL_ARGS= gives the full tables)
 KERNEL_ARGS=${KERNEL_ARGS---no-compile --chunks 64 --tokens 16384}
 TRAIN_ARGS=${TRAIN_ARGS:-}  # e.g. "--init-from sleeptime/models/shipped/demo.safetensors --write-floor 0.05"
+TRAIN_ARGS_B=${TRAIN_ARGS_B:-}  # a second run side by side; empty: none
 PYTHON=${PYTHON:-python3}
 RUN=${RUN:-$(mktemp -d)/run}  # optimizer state stays here: only the model comes back
 
@@ -76,13 +82,33 @@ if [ -n "$BUDGET_S" ]; then
     TRAIN_MINUTES=$("$PYTHON" -c "print(round(max(0.5, ($BUDGET_S - $SECONDS - $EVAL_RESERVE_S) / 60), 2))")
     say "training for $TRAIN_MINUTES minutes ($SECONDS s of $BUDGET_S spent)"
 fi
-step train env SLEEPTIME_KERNELS="$train_kernels" "$PYTHON" -m sleeptime train --preset "$PRESET" --device "$DEVICE" \
-    --max-minutes "$TRAIN_MINUTES" --anneal-by-clock --out "$RUN" $TRAIN_ARGS >/dev/null  # unquoted: several arguments
-cp "$RUN/model.safetensors" "$RUN/train.log.jsonl" "$OUT/" 2>>"$OUT/session.log" || failed=1
-step reading timeout 60 "$PYTHON" -m sleeptime eval --model "$OUT/model.safetensors" --device "$DEVICE" --reading \
-    --tasks chat,passkey --lengths 1024 --n "$EVAL_N" --json >"$OUT/reading.jsonl"
-step recall timeout $((EVAL_RESERVE_S - 80)) "$PYTHON" -m sleeptime eval --model "$OUT/model.safetensors" --device "$DEVICE" --tasks chat,passkey \
-    --lengths "$EVAL_LENGTHS" --n "$EVAL_N" --batch "$EVAL_N" --json >"$OUT/recall.jsonl"
-tail -n 3 "$RUN/train.log.jsonl" 2>/dev/null
+train() {  # train RUN_FOLDER EXTRA_ARGS: the preset for TRAIN_MINUTES on DEVICE
+    env SLEEPTIME_KERNELS="$train_kernels" "$PYTHON" -m sleeptime train --preset "$PRESET" --device "$DEVICE" \
+        --max-minutes "$TRAIN_MINUTES" --anneal-by-clock --out "$1" $2 >/dev/null  # unquoted: several arguments
+}
+runs=("$RUN")
+if [ -n "$TRAIN_ARGS_B" ]; then
+    runs+=("${RUN}_b")
+    say "train_b (side by side): $TRAIN_ARGS_B"
+    train "${RUN}_b" "$TRAIN_ARGS_B" 2>>"$OUT/session.log" &
+    train_b=$!
+fi
+step train train "$RUN" "$TRAIN_ARGS"
+if [ -n "$TRAIN_ARGS_B" ]; then
+    wait "$train_b" || { say "train_b FAILED (exit $?)"; failed=1; }
+    say "train_b done"
+fi
+for run in "${runs[@]}"; do
+    suffix=${run#"$RUN"}  # "" or "_b"
+    cp "$run/model.safetensors" "$OUT/model$suffix.safetensors" 2>>"$OUT/session.log" || failed=1
+    cp "$run/train.log.jsonl" "$OUT/train$suffix.log.jsonl" 2>>"$OUT/session.log" || failed=1
+    [ "$EVAL_N" -gt 0 ] || continue
+    step reading timeout 60 "$PYTHON" -m sleeptime eval --model "$OUT/model$suffix.safetensors" --device "$DEVICE" \
+        --reading --tasks chat,passkey --lengths 1024 --n "$EVAL_N" --json >>"$OUT/reading.jsonl"
+    step recall timeout $((EVAL_RESERVE_S - 80)) "$PYTHON" -m sleeptime eval --model "$OUT/model$suffix.safetensors" \
+        --device "$DEVICE" --tasks chat,passkey --lengths "$EVAL_LENGTHS" --n "$EVAL_N" --batch "$EVAL_N" --json \
+        >>"$OUT/recall.jsonl"
+    tail -n 3 "$run/train.log.jsonl" 2>/dev/null | cut -c1-400
+done
 cat "$OUT"/gpu_kernels.md "$OUT"/bench_model.jsonl "$OUT"/reading.jsonl "$OUT"/recall.jsonl 2>/dev/null | cut -c1-400
 exit $failed

@@ -46,6 +46,18 @@ def test_the_session_trains_evaluates_and_benches_into_out(tmp_path):
         assert {(c["task"], c["tokens"], c["n"]) for c in cells} == {("chat", 1024, 2), ("passkey", 1024, 2)}
 
 
+def test_a_second_run_trains_side_by_side_and_comes_back_beside_the_first(tmp_path):
+    out = tmp_path / "out"
+    proc = run_session(out, TRAIN_ARGS_B="--conv-width 8", EVAL_N="0", BENCH_SEGMENTS="")
+    assert proc.returncode == 0, proc.stderr + (out / "session.log").read_text()
+    files = {p.name for p in out.iterdir()}
+    assert files == {"session.log", "model.safetensors", "train.log.jsonl", "model_b.safetensors", "train_b.log.jsonl"}
+    first = MemoryEngine.load(str(out / "model.safetensors"), "cpu").model.cfg.memory.conv_width
+    second = MemoryEngine.load(str(out / "model_b.safetensors"), "cpu").model.cfg.memory.conv_width
+    assert (first, second) == (4, 8)  # TRAIN_ARGS_B reached the second run alone
+    assert json_lines(out / "train_b.log.jsonl")[-1]["step"] >= 1
+
+
 def test_a_failed_step_fails_the_session_but_the_others_still_run(tmp_path):
     out = tmp_path / "out"
     proc = run_session(out, PRESET="no-such-preset")
