@@ -182,7 +182,7 @@ def bench_model(
 @app.command("train")
 def train_cmd(
     out: Annotated[str, typer.Option(help="Run folder: checkpoints, config and log; an existing run resumes.")],
-    preset: Annotated[str, typer.Option(help="Recipe: tiny, demo, copy, mix, long, sparse, chat, read, restate, echo, wide, echo-first, chat-memory, lookup, lookup-gpu, gpu or full.")] = "demo",
+    preset: Annotated[str, typer.Option(help="Recipe: tiny, demo, copy, mix, long, sparse, chat, read, restate, echo, wide, echo-first, chat-memory, lookup, lookup-gpu, lookup-long, gpu or full.")] = "demo",
     variant: Annotated[str | None, typer.Option(help="Override the architecture (lmm, mac, mag, mal, swa).")] = None,
     device: Annotated[str, typer.Option(envvar="SLEEPTIME_DEVICE", help="auto, cpu or cuda.")] = "auto",
     max_minutes: Annotated[float | None, typer.Option(help="Stop (resumably) after this long.")] = None,

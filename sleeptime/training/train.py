@@ -83,7 +83,7 @@ def _delta_model(dim: int, layers: int, variant: str, memory_heads: int, head_di
 
 PRESETS = (
     "tiny", "demo", "copy", "mix", "long", "sparse", "chat", "read", "restate", "echo", "wide", "echo-first",
-    "chat-memory", "lookup", "lookup-gpu", "gpu", "full",
+    "chat-memory", "lookup", "lookup-gpu", "lookup-long", "gpu", "full",
 )
 SHORT_CHAT = {"chat": {"n_facts": (1, 3), "update_prob": 0.3}}
 
@@ -232,6 +232,10 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
             history_tokens=(448, 1024, 2048), batch=32, steps=8000,
         )
         cfg = replace(cfg, stages=(stage,), save_every=100)
+    elif name == "lookup-long":
+        # "lookup-gpu" with 4K histories in place of 448: a fact recalled at 1K must also outlast 4K of chat
+        cfg = preset("lookup-gpu")
+        cfg = replace(cfg, stages=(replace(cfg.stages[0], name="lookup-long", history_tokens=(1024, 2048, 4096)),))
     elif name == "gpu":
         # for a short GPU lease (benchmarks/gpu_session.sh): the demo model, 583K parameters, reads only 9 of 40
         # held-out chat statements right before the question, so twice its width and depth (4.2M parameters), the

@@ -283,7 +283,7 @@ def test_every_preset_builds_a_model_small_enough_to_ship(name):
 
 
 def test_an_unknown_preset_names_the_known_ones():
-    with pytest.raises(ValueError, match="expected tiny, demo, copy, .* echo-first, chat-memory, lookup, lookup-gpu, gpu or full"):
+    with pytest.raises(ValueError, match="expected tiny, demo, copy, .* echo-first, chat-memory, lookup, lookup-gpu, lookup-long, gpu or full"):
         preset("huge")
 
 
