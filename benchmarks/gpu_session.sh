@@ -16,9 +16,10 @@
 # and the next one still runs; the exit status is 1 if any step failed.
 #
 #   OUT=results/gpu BUDGET_S=560 bash benchmarks/gpu_session.sh   # on a GPU: about 9.5 minutes
-#   ... TRAIN_ARGS="--init-from checkpoints/gpu/model.safetensors --start-stage facts"  # on from the last lease
 #   ... PRESET=lookup-gpu TRAIN_ARGS="--init-from checkpoints/echo-first/model.safetensors" \
 #       TRAIN_ARGS_B="--init-from checkpoints/echo-first/model.safetensors --conv-width 16" EVAL_N=0 BENCH_SEGMENTS=
+#   ... TRAIN_ARGS="--init-from checkpoints/lookup-gpu/model.safetensors --conv-width 16 --answer-style restate"
+#       # on from the last lease's model (docs/model.md, "A GPU lease")
 #   OUT=/tmp/s DEVICE=cpu PRESET=tiny KERNELS=0 TRAIN_MINUTES=0.1 EVAL_N=2 EVAL_LENGTHS=1024 \
 #       BENCH_TOKENS=4096 bash benchmarks/gpu_session.sh  # smoke test on the CPU (tests/benchmarks)
 #
