@@ -96,8 +96,7 @@ if [ -n "$TRAIN_ARGS_B" ]; then
 fi
 step train train "$RUN" "$TRAIN_ARGS"
 if [ -n "$TRAIN_ARGS_B" ]; then
-    wait "$train_b" || { say "train_b FAILED (exit $?)"; failed=1; }
-    say "train_b done"
+    if wait "$train_b"; then say "train_b done"; else say "train_b FAILED (exit $?)"; failed=1; fi
 fi
 for run in "${runs[@]}"; do
     suffix=${run#"$RUN"}  # "" or "_b"

@@ -224,7 +224,7 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
     elif name == "lookup-gpu":
         # "lookup" at the scale of a GPU lease: on the 2-core CPU, 926 steps of batch 8 raised a recall value's first
         # byte from 0 to 10-13 of 40 and its later bytes from 0.24 to 0.64, and were still climbing when the run
-        # stopped; a lease trains about fifteen times the sequences in minutes. Batches of 32, 2K histories in the
+        # stopped; a lease trains about eight times the sequences in minutes. Batches of 32, 2K histories in the
         # mix, backpropagated whole; stop it with --max-minutes. Continue with --init-from
         cfg = preset("lookup")
         stage = replace(
