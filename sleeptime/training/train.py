@@ -254,9 +254,9 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         cfg = TrainConfig(model=model, stages=stages, lr=1e-3, min_lr=1e-4)
     elif name == "full":
         # the full-attention baseline, where lengths allow: memory off and an attention window of 8K tokens, twice
-        # the longest history trained (the demo curriculum up to its 4K stage): full attention up to 8K
-        # the demo curriculum up to its 4K stage; its copy stage may run 3,000 steps instead of 800: two runs of
-        # 800 ended at exact 0, and a baseline that never formed its copy circuit measures nothing
+        # the longest history trained (the demo curriculum up to its 4K stage); its copy stage may run 3,000 steps
+        # instead of 800: two runs of 800 ended at exact 0, and a baseline that never formed its copy circuit
+        # measures nothing
         cfg = preset("demo", variant="swa")
         copy, *rest = cfg.stages[:4]
         cfg = replace(cfg, model=replace(cfg.model, window=8192), stages=(replace(copy, steps=3000), *rest))
