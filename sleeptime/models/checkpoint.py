@@ -16,6 +16,7 @@ from torch import Tensor
 
 from sleeptime.kernels.reference import TitansState
 from sleeptime.models.titans import ModelConfig, TitansLM
+from sleeptime.models.tokenizer import BYTES, BPETokenizer, Tokenizer, tokenizer_path
 
 MODEL_FORMAT = "sleeptime-model/1"
 STATE_FORMAT = "sleeptime-state/1"
@@ -25,8 +26,15 @@ class CheckpointError(ValueError):
     """A model or state file that is not what it claims to be."""
 
 
-def save_model(model: TitansLM, path: str | Path, step: int = 0, extra: dict | None = None) -> None:
+def save_model(
+    model: TitansLM, path: str | Path, step: int = 0, extra: dict | None = None, tokenizer: Tokenizer = BYTES
+) -> None:
+    """Weights, config and step in one file; a subword tokenizer goes beside it (`tokenizer_path`), its digest in
+    the metadata, so a model never loads with a tokenizer it was not trained with."""
     meta = {"format": MODEL_FORMAT, "config": json.dumps(model.cfg.to_dict()), "step": str(step)}
+    if isinstance(tokenizer, BPETokenizer):
+        tokenizer.save(tokenizer_path(path))
+        meta["tokenizer"] = tokenizer.digest
     meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     # canonical bytes: the same model and metadata always give the same file, so a model's id (its digest) can be
@@ -51,8 +59,30 @@ def load_model(path: str | Path, device: str = "cpu") -> TitansLM:
     return model.to(device).eval()
 
 
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """The tokenizer a model file was trained with: bytes, or the BPE file beside it (its digest checked)."""
+    digest = read_model_metadata(path).get("tokenizer")
+    if digest is None:
+        return BYTES
+    file = tokenizer_path(path)
+    if not file.is_file():
+        raise CheckpointError(f"{path} needs its tokenizer file {file.name} beside it")
+    try:
+        tokenizer = BPETokenizer.from_file(file)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from exc
+    if tokenizer.digest != digest:
+        raise CheckpointError(f"{file.name} is not the tokenizer {Path(path).name} was trained with (digest differs)")
+    return tokenizer
+
+
 def model_digest(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """sha256 of the model file; for a subword model, of the weights' digest and the tokenizer's together."""
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    tokenizer = read_model_metadata(path).get("tokenizer")
+    if tokenizer is None:
+        return digest
+    return hashlib.sha256(f"{digest}:{tokenizer}".encode()).hexdigest()
 
 
 def _flatten(obj, key: str, out: dict[str, Tensor]):

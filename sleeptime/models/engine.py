@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sleeptime.models import checkpoint, decode, tokenizer
+from sleeptime.models import checkpoint, decode
 from sleeptime.models.titans import ModelConfig, TitansLM
+from sleeptime.models.tokenizer import ANSWER_TOKENS, BYTES, Tokenizer
 
 SHIPPED_DIR = Path(__file__).parent / "shipped"
 
@@ -66,10 +67,18 @@ def pick_device(device: str = "auto") -> str:
 class MemoryEngine:
     """One loaded model and what the daemon does with it."""
 
-    def __init__(self, model: TitansLM, model_id: str, device: str = "cpu", segment_tokens: int = 512):
+    def __init__(
+        self, model: TitansLM, model_id: str, device: str = "cpu", segment_tokens: int = 512,
+        tokenizer: Tokenizer = BYTES,
+    ):
+        if tokenizer.vocab_size > model.cfg.vocab_size:
+            raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids, the model only {model.cfg.vocab_size}")
         self.model = model.to(device).eval()
         self.model_id = model_id
         self.device = device
+        self.tokenizer = tokenizer
+        # which ids carry text: a benchmark's fixed-length generation never picks a structure token
+        self.text_ids = torch.tensor([tokenizer.is_text(i) for i in range(model.cfg.vocab_size)], device=device)
         # a whole number of memory chunks per segment keeps per-call work aligned; the state carries any remainder
         self.segment_tokens = segment_tokens
 
@@ -78,8 +87,9 @@ class MemoryEngine:
         path = resolve_model_path(name_or_path)
         device = pick_device(device)
         model = checkpoint.load_model(path, device)
+        tokenizer = checkpoint.load_tokenizer(path)
         digest = checkpoint.model_digest(path)
-        return cls(model, f"{path.stem}-{digest[:12]}", device, segment_tokens)
+        return cls(model, f"{path.stem}-{digest[:12]}", device, segment_tokens, tokenizer)
 
     @property
     def config(self) -> ModelConfig:
@@ -129,7 +139,7 @@ class MemoryEngine:
         for question, answer in exchanges:
             if answer.strip():
                 messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
-        tokens = tokenizer.encode_messages(messages)
+        tokens = self.tokenizer.encode_messages(messages)
         if tokens:
             state, _ = self.consume(state, tokens)
         return state, len(tokens)
@@ -139,19 +149,19 @@ class MemoryEngine:
         state: dict,
         question: str,
         tail: Sequence[Mapping[str, str]] = (),
-        max_new_tokens: int = tokenizer.ANSWER_TOKENS,
+        max_new_tokens: int = ANSWER_TOKENS,
     ) -> str:
         """Greedy answer to `question` after the recent messages `tail` (not yet consolidated)."""
-        prompt = tokenizer.encode_messages(tail) + tokenizer.encode_prompt(question)
-        return tokenizer.decode(self.generate(state, prompt, max_new_tokens))
+        prompt = self.tokenizer.encode_messages(tail) + self.tokenizer.encode_prompt(question)
+        return self.tokenizer.decode(self.generate(state, prompt, max_new_tokens))
 
     # inference mode, once around the whole loop: no autograd bookkeeping (version counters, views) on any op
     @torch.inference_mode()
     def generate(self, state: dict, prompt: Sequence[int], max_new_tokens: int, stop: bool = True) -> list[int]:
-        """Greedy bytes after `prompt` (one prefill, then one decoder step per byte, models/decode.py).
+        """Greedy tokens after `prompt` (one prefill, then one decoder step per token, models/decode.py).
 
-        stop: end at the first non-byte token (END or any structure token); False: always `max_new_tokens` bytes,
-        the best byte at each step (benchmarks use it for a fixed amount of work).
+        stop: end at the first structure token (END or a role); False: always `max_new_tokens` tokens, the best text
+        token at each step (benchmarks use it for a fixed amount of work).
         """
         ids = torch.tensor([list(prompt)], dtype=torch.long, device=self.device)
         logits, _, state = self.model(ids, state)
@@ -159,8 +169,8 @@ class MemoryEngine:
         step = decode.decoder(self.model, state)
         out: list[int] = []
         while len(out) < max_new_tokens:
-            nxt = (logits if stop else logits[:, :256]).argmax(-1)  # [1]
-            if int(nxt) >= 256:  # END, or any structure token: the answer is over
+            nxt = (logits if stop else logits.masked_fill(~self.text_ids, float("-inf"))).argmax(-1)  # [1]
+            if not self.tokenizer.is_text(int(nxt)):  # END, or any structure token: the answer is over
                 break
             out.append(int(nxt))
             # the last byte needs no step after it
