@@ -2,7 +2,9 @@
 tensors, the C++ fast path for no-grad fp32 Titans work on the CPU (kernels/cpu.py, `SLEEPTIME_CPU_KERNEL=0` turns it
 off), the plain-torch reference for everything else.
 
-`SLEEPTIME_KERNELS=torch|triton|auto` (default auto) forces a path; the model and the jobs call only this module.
+The gated delta rule on CUDA goes to flash-linear-attention's chunk kernel when `fla-core` is installed
+(kernels/fla_delta.py; `SLEEPTIME_FLA=0` turns it off). `SLEEPTIME_KERNELS=torch|triton|auto` (default auto) forces a
+path of our own; the model and the jobs call only this module.
 auto takes Triton for CUDA tensors when triton imports. triton on CPU tensors runs the kernels under Triton's
 interpreter, which must be switched on (TRITON_INTERPRET=1) before the first kernel module is imported.
 Whatever the choice, a call that Triton does not cover goes to the reference: a Titans call that needs gradients
@@ -53,6 +55,16 @@ def backend(t: Tensor) -> str:
     return choice
 
 
+def _fla_wanted() -> bool:
+    """fla's chunk kernel for the delta rule on CUDA: the fastest we measured (docs/benchmarks.md), when installed
+    and not turned off (`SLEEPTIME_FLA=0`, or SLEEPTIME_KERNELS=torch|triton, which name a path of our own)."""
+    if os.environ.get("SLEEPTIME_FLA", "1") == "0" or os.environ.get("SLEEPTIME_KERNELS", "auto") != "auto":
+        return False
+    from sleeptime.kernels import fla_delta
+
+    return fla_delta.available()
+
+
 def _needs_grad(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -83,6 +95,11 @@ def titans_update(
 def delta_update(
     state: Tensor, q: Tensor, k: Tensor, v: Tensor, beta: Tensor, alpha: Tensor, chunk_size: int = 64
 ) -> tuple[Tensor, Tensor]:
+    if k.is_cuda and k.dtype != torch.float64 and _fla_wanted():
+        from sleeptime.kernels import fla_delta
+
+        # under bf16 autocast (training) the inputs go to fla's tensor-core path in bf16; the state stays fp32
+        return fla_delta.delta_update(state, q, k, v, beta, alpha, low_precision=torch.is_autocast_enabled("cuda"))
     if backend(k) == "triton":
         from sleeptime.kernels import triton_delta
 

@@ -12,7 +12,7 @@ owns and then steps in place:
   delta rule  S = a S + b k (v - a k^T S)^T and o = q S: two bmm and a baddbmm, in place
   linears     the memory's projections that read the same input (qkv, gates, output gate) as one matmul
   weights     held as plain attributes: an nn.Module attribute lookup costs about a microsecond, ~50 per step
-It covers the delta-rule memory and sliding-window attention (variants lmm, mag, mal, swa); `decoder()` falls back to
+It covers the delta-rule memory and sliding-window attention (variants lmm, mag, mal, attn_mem, swa); `decoder()` falls back to
 `GeneralDecoder` for the rest (the Titans MLP memory, MAC). Both give the same logits up to fp32 rounding
 (tests/models/test_decode.py); neither changes the state it starts from.
 """
@@ -175,6 +175,8 @@ class _BlockStep:
             self.w_gate_out = block.gate_out.weight
         if self.variant == "mal":
             self.norm_attn = _Norm(block.norm_attn)
+        if self.variant == "attn_mem":
+            self.norm_mem = _Norm(block.norm_mem)
 
     def __call__(self, x: Tensor, position: int) -> Tensor:
         h = self.norm_mix(x)
@@ -186,6 +188,9 @@ class _BlockStep:
         elif self.variant == "mal":
             x = x + self.memory(h)
             x = x + self.attn(self.norm_attn(x), position)
+        elif self.variant == "attn_mem":
+            x = x + self.attn(h, position)
+            x = x + self.memory(self.norm_mem(x))
         else:
             x = x + self.attn(h, position)
         up_a, up_b = F.linear(self.norm_mlp(x), self.w_up).chunk(2, dim=-1)
@@ -195,7 +200,7 @@ class _BlockStep:
 def supports(model: TitansLM) -> bool:
     """Whether FastDecoder covers this model: delta-rule memory (if any) and sliding-window attention."""
     cfg = model.cfg
-    return cfg.variant in ("lmm", "mag", "mal", "swa") and (cfg.variant == "swa" or cfg.memory.kind == "delta")
+    return cfg.variant in ("lmm", "mag", "mal", "attn_mem", "swa") and (cfg.variant == "swa" or cfg.memory.kind == "delta")
 
 
 class FastDecoder:

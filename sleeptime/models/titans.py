@@ -7,6 +7,10 @@ carrying its caches in a state dict, so the same `forward` serves prefill, conso
   lmm   x + Mem(x)                                   memory as the only token mixer
   mag   x + W(norm(SWA(x)) * sigmoid(norm(Mem(x))))  memory as a gate beside sliding-window attention (eq. 26-28)
   mal   x + Mem(x), then x + SWA(x)                  memory as a layer before attention (eq. 29-31)
+  attn_mem  x + SWA(x), then x + Mem(x)              memory as a layer after attention: its keys, values and
+                                                     queries are read from a stream attention has mixed, so the key
+                                                     written at a value's first token can carry what the fact is
+                                                     about ("locker code"), not just the bytes before it ("is ")
   mac   per segment: h = Mem_{t-1}(q); y = Attn([persistent | h | segment]); write y; o = y * sigmoid(Mem_t(y))
   swa   x + SWA(x)                                   the baseline with the memory switched off
 each followed by x + MLP(x).
@@ -24,7 +28,7 @@ from sleeptime.models.layers import MLP, RMSNorm, SlidingWindowAttention, apply_
 from sleeptime.models.memory import MemoryConfig, NeuralMemory
 from sleeptime.models.tokenizer import VOCAB_SIZE
 
-VARIANTS = ("lmm", "mac", "mag", "mal", "swa")
+VARIANTS = ("lmm", "mac", "mag", "mal", "attn_mem", "swa")
 
 
 class MemoryAsContext(nn.Module):
@@ -99,23 +103,25 @@ class Block(nn.Module):
         self.mlp = MLP(dim, cfg.mlp_hidden)
         if cfg.variant == "mac":
             self.mac = MemoryAsContext(dim, cfg.heads, cfg.segment, cfg.persistent, cfg.memory)
-        if cfg.variant in ("lmm", "mag", "mal"):
+        if cfg.variant in ("lmm", "mag", "mal", "attn_mem"):
             self.memory = NeuralMemory(cfg.memory)
-        if cfg.variant in ("mag", "mal", "swa"):
+        if cfg.variant in ("mag", "mal", "attn_mem", "swa"):
             self.attn = SlidingWindowAttention(dim, cfg.heads, cfg.window, cfg.persistent)
         if cfg.variant == "mag":
             self.norm_attn_out, self.norm_mem_out = RMSNorm(dim), RMSNorm(dim)
             self.gate_out = nn.Linear(dim, dim, bias=False)
         if cfg.variant == "mal":
             self.norm_attn = RMSNorm(dim)
+        if cfg.variant == "attn_mem":
+            self.norm_mem = RMSNorm(dim)
 
     def initial_state(self, batch: int) -> dict:
         state: dict = {}
         if self.variant == "mac":
             state["mac"] = self.mac.initial_state(batch)
-        if self.variant in ("lmm", "mag", "mal"):
+        if self.variant in ("lmm", "mag", "mal", "attn_mem"):
             state["mem"] = self.memory.initial_state(batch)
-        if self.variant in ("mag", "mal", "swa"):
+        if self.variant in ("mag", "mal", "attn_mem", "swa"):
             state["attn"] = {}
         return state
 
@@ -134,6 +140,11 @@ class Block(nn.Module):
             x = x + m
             a, new["attn"] = self.attn(self.norm_attn(x), position, state["attn"])
             x = x + a
+        elif self.variant == "attn_mem":
+            a, new["attn"] = self.attn(h, position, state["attn"])
+            x = x + a
+            m, new["mem"] = self.memory(self.norm_mem(x), state["mem"])
+            x = x + m
         elif self.variant == "mac":
             y, new["mac"] = self.mac(h, position, state["mac"])
             x = x + y

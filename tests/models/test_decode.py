@@ -38,7 +38,7 @@ def assert_same_state(a, b):
         assert a == b
 
 
-@pytest.mark.parametrize("variant", ["lmm", "mag", "mal", "swa"])
+@pytest.mark.parametrize("variant", ["lmm", "mag", "mal", "attn_mem", "swa"])
 @pytest.mark.parametrize("prefill", [0, 3, 30], ids=["empty", "short-of-window", "past-window"])
 @pytest.mark.parametrize("batch", [1, 2])
 def test_fast_decoder_equals_general_path_fp32(variant, prefill, batch, conv_width=4):

@@ -13,7 +13,7 @@ def tiny(variant, kind="titans", **memory):
     return ModelConfig(variant=variant, dim=32, layers=2, heads=2, mlp_hidden=64, window=16, segment=12, memory=mem)
 
 
-CASES = [(v, "titans") for v in VARIANTS] + [(v, "delta") for v in ("lmm", "mac", "mag", "mal")]
+CASES = [(v, "titans") for v in VARIANTS] + [(v, "delta") for v in ("lmm", "mac", "mag", "mal", "attn_mem")]
 
 
 @pytest.mark.parametrize("variant,kind", CASES)
