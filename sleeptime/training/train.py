@@ -83,7 +83,7 @@ def _delta_model(dim: int, layers: int, variant: str, memory_heads: int, head_di
 
 PRESETS = (
     "tiny", "demo", "copy", "mix", "long", "sparse", "chat", "read", "restate", "echo", "wide", "echo-first",
-    "chat-memory", "lookup", "lookup-gpu", "lookup-long", "gpu", "full",
+    "chat-memory", "lookup", "lookup-gpu", "lookup-long", "gpu", "full", "lineage",
 )
 SHORT_CHAT = {"chat": {"n_facts": (1, 3), "update_prob": 0.3}}
 
@@ -260,6 +260,23 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         cfg = preset("demo", variant="swa")
         copy, *rest = cfg.stages[:4]
         cfg = replace(cfg, model=replace(cfg.model, window=8192), stages=(replace(copy, steps=3000), *rest))
+    elif name == "lineage":
+        # the live lineage: every byte model before it copied a fact only when the bytes before the value came
+        # again, because block 0's memory keys saw the last few bytes ("is "), the same for every fact
+        # (docs/model.md). Here attention comes before every memory (attn_mem), so the key written at a value can
+        # carry what the fact is about, over subword tokens (train it with --tokenizer). Three blocks of width 256:
+        # with a 2K vocabulary about 4M parameters, whose fp32 weights and bf16 second moments fit the 25 MB the
+        # tree allows. One stage of every task, histories of 512 bytes to 16K backpropagated whole (a GPU's scale:
+        # benchmarks/gpu_session.sh resumes it there); the learning rate follows the clock
+        memory = MemoryConfig(dim=256, heads=4, head_dim=64, kind="delta", chunk_size=64, alpha_init=1e-5)
+        model = ModelConfig(variant="attn_mem", dim=256, layers=3, heads=4, mlp_hidden=512, window=256, memory=memory)
+        stage = Stage(
+            "all", {"chat": 0.45, "recall": 0.2, "passkey": 0.2, "echo": 0.15}, (512, 1024, 2048, 4096, 8192, 16384),
+            batch=32, steps=1_000_000, task_options={"echo": {"n_parts": (1, 3)}, "chat": {"novel_values": 0.3}},
+        )
+        cfg = TrainConfig(
+            model=model, stages=(stage,), lr=2e-3, min_lr=2e-4, warmup=200, value_weight=2.0, save_every=100,
+        )
     else:
         raise ValueError(f"unknown preset {name!r}; expected {', '.join(PRESETS[:-1])} or {PRESETS[-1]}")
     if variant:
