@@ -92,6 +92,9 @@ def delta_rows(args, device: str, card: str) -> tuple[list[str], bool]:
             failed |= err > TOLERANCE[precision]
             fn = lambda c=chunk, p=precision: triton_delta.delta_update(state, q, k, v, beta, alpha, c, precision=p)
             variants.append((f"triton {precision}", fn, err))
+        if chunk == 64:  # fla's chunk is 64 whatever is asked: its rows sit with ours at 64
+            variants += fla_variants(state, prefix, (q, k, v, beta, alpha), ref_out, ref_state)
+            failed |= any(err > TOLERANCE[name.split()[-1]] for name, _, err in variants if name.startswith("fla"))
         variants.append(("torch reference", lambda c=chunk: reference.delta_update(state, q, k, v, beta, alpha, c), None))
         for name, fn, err in variants:
             fn()  # warm-up: compiles the kernel for this chunk size
@@ -112,6 +115,21 @@ def delta_rows(args, device: str, card: str) -> tuple[list[str], bool]:
         "|---|---|---|---|---|---|",
     ]
     return header + rows, failed
+
+
+def fla_variants(state, prefix, full, ref_out, ref_state) -> list[tuple[str, object, float]]:
+    """fla's chunk_gated_delta_rule (kernels/fla_delta.py) in fp32 (its dots in tf32) and with bf16 inputs, when
+    fla-core is installed: (name, timed call, check against the fp64 reference on the prefix)."""
+    from sleeptime.kernels import fla_delta
+
+    if not fla_delta.available():
+        return []
+    out = []
+    for precision, low in (("tf32", False), ("bf16", True)):
+        o, new_state = fla_delta.delta_update(state, *prefix, low_precision=low)
+        err = max(rel_rmse(ref_out, o), rel_rmse(ref_state, new_state))
+        out.append((f"fla {precision}", lambda low=low: fla_delta.delta_update(state, *full, low_precision=low), err))
+    return out
 
 
 def delta_backward_rows(args, device: str, card: str) -> tuple[list[str], bool]:
@@ -136,10 +154,17 @@ def delta_backward_rows(args, device: str, card: str) -> tuple[list[str], bool]:
     failed = err > TOLERANCE["ieee"]
     inputs = (state, q, k, v, beta, alpha)
     rows = []
-    for name, update, check_txt in (
-        ("triton forward + backward", triton_delta.DeltaRule.apply, f"{err:.1e}"),
-        ("torch reference, autograd", reference.delta_update, "-"),
-    ):
+    runs = [("triton forward + backward", triton_delta.DeltaRule.apply, f"{err:.1e}")]
+    from sleeptime.kernels import fla_delta
+
+    if fla_delta.available():
+        for precision, low in (("tf32", False), ("bf16", True)):
+            update = lambda s, q, k, v, b, a, chunk, low=low: fla_delta.delta_update(s, q, k, v, b, a, low)
+            fla_err = max(rel_rmse(e, o) for e, o in zip(exact, grads(update, prefix)))
+            failed |= fla_err > TOLERANCE[precision]
+            runs.append((f"fla {precision} forward + backward", update, f"{fla_err:.1e}"))
+    runs.append(("torch reference, autograd", reference.delta_update, "-"))
+    for name, update, check_txt in runs:
         grads(update, prefix)  # warm-up: compiles the kernels
         seconds = timed(lambda u=update: grads(u, inputs), device)
         rows.append(f"| {chunk} | {name} | {B * T / seconds:,.0f} | {seconds * 1e3:,.1f} | {check_txt} |")
@@ -213,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile of the reference")
     parser.add_argument("--train-batch", type=int, default=16, help="delta-rule training table: batch")
     parser.add_argument("--train-tokens", type=int, default=2048, help="delta-rule training table: tokens")
+    parser.add_argument("--delta-only", action="store_true", help="the gated delta rule's tables alone")
     args = parser.parse_args(argv)
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -235,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
 
     compiled_chunk = None
     rows, failed = [], False
-    for chunk in args.chunks:
+    for chunk in [] if args.delta_only else args.chunks:
         # the check runs on a prefix of a few chunks (plus a partial one): fp64 at full length is slow
         n_check = min(T, 4 * chunk + chunk // 2)
         short = (state, q[:, :, :n_check], k[:, :, :n_check], v[:, :, :n_check],
