@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import random
+import re
 import string
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,12 @@ from sleeptime.training import vocab
 
 SPLITS = ("train", "heldout")
 TASKS = ("chat", "passkey", "recall", "echo")
+# what a held-out sample may be new in, alone (`make_chat_sample(novelty=...)`); for pass keys "attribute" is the
+# wording of the key ("PIN", "vault passkey")
+NOVELTIES = ("attribute", "phrasing", "value")
+# "classic": the templates and chit-chat lists of before issue 21; "rich": those plus phrasing families, value-first
+# and colon forms, long messages, lower case, typos, and chit-chat from the topic grammar
+FORMS = ("classic", "rich")
 HELDOUT_FRACTION = 0.2
 # rejection loops (a value that collides, a distractor that would leak a value) end after this many draws
 _MAX_TRIES = 500
@@ -197,6 +204,148 @@ def pools(split: str) -> Pools:
     )
 
 
+def _families(families: Mapping[str, tuple[str, ...]], salt: str) -> dict[str, tuple[str, ...]]:
+    """Split templates by whole family: a held-out family is a way of saying things that training never saw."""
+    names = _partition(families, salt)
+    return {split: tuple(t for name in names[split] for t in families[name]) for split in SPLITS}
+
+
+@dataclass(frozen=True)
+class RichPools:
+    """One split's share of the broader forms (vocab's RICH_* and KEY_* families, wordings, the chit-chat grammar)."""
+
+    split: str
+    facts: tuple[str, ...]
+    updates: tuple[str, ...]
+    questions: tuple[str, ...]
+    answers: tuple[str, ...]
+    acks: tuple[str, ...]
+    wordings: tuple[str, ...]  # pass-key wordings
+    key_needles: tuple[str, ...]
+    key_questions: tuple[str, ...]
+    key_answers: tuple[str, ...]
+    leads: tuple[str, ...]
+    tails: tuple[str, ...]
+    clauses: tuple[tuple[str, tuple[str, ...]], ...]  # (topic, clauses of this split)
+    replies: tuple[tuple[str, tuple[str, ...]], ...]  # (topic, assistant replies of this split)
+
+
+# the family dicts behind each RichPools field; the field name doubles as the hash salt
+_FAMILY_SOURCES: dict[str, Mapping[str, tuple[str, ...]]] = {
+    "facts": vocab.RICH_FACT_FAMILIES,
+    "updates": vocab.RICH_UPDATE_FAMILIES,
+    "questions": vocab.RICH_QUESTION_FAMILIES,
+    "answers": vocab.RICH_ANSWER_FAMILIES,
+    "acks": vocab.RICH_ACK_FAMILIES,
+    "key_needles": vocab.KEY_NEEDLE_FAMILIES,
+    "key_questions": vocab.KEY_QUESTION_FAMILIES,
+    "key_answers": vocab.KEY_ANSWER_FAMILIES,
+}
+
+
+def _items(items: Sequence[str], salt: str, split: str) -> tuple[str, ...]:
+    # duplicates (the empty lead, listed twice to weight it) stay duplicated in the split that holds them
+    chosen = set(_partition(items, salt)[split])
+    return tuple(item for item in items if item in chosen)
+
+
+@cache
+def rich_pools(split: str) -> RichPools:
+    _check_split(split)
+    wordings = _partition(vocab.PASSKEY_WORDINGS_EXTRA, "wordings")
+    return RichPools(
+        split=split,
+        **{name: _families(source, name)[split] for name, source in _FAMILY_SOURCES.items()},
+        wordings=(vocab.PASSKEY_WORDINGS_CORE if split == "train" else ()) + wordings[split],
+        leads=_items(vocab.CHAT_LEADS, "leads", split),
+        tails=_items(vocab.CHAT_TAILS, "tails", split),
+        clauses=tuple((t, _items(g["clause"], f"clause:{t}", split)) for t, g in vocab.CHAT_TOPICS.items()),
+        replies=tuple((t, _items(g["reply"], f"reply:{t}", split)) for t, g in vocab.CHAT_TOPICS.items()),
+    )
+
+
+def all_wordings() -> tuple[str, ...]:
+    """Every pass-key wording: the issue's five, then the others (train and heldout)."""
+    return vocab.PASSKEY_WORDINGS_CORE + vocab.PASSKEY_WORDINGS_EXTRA
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """Where one sample draws each part from: a plain split draws all from it; a `novelty` draws that one part from
+    heldout and the rest from train."""
+
+    attributes: Pools  # attributes (and pass-key wordings, through `rich_attributes`)
+    rich_attributes: RichPools
+    text: Pools  # classic templates, distractors and filler
+    rich: RichPools | None  # the broader forms, None for "classic"
+    values: str  # the split values are drawn from
+
+
+def _sources(split: str, novelty: str | None, forms: str | None) -> _Sources:
+    _check_split(split)
+    if novelty is not None:
+        if novelty not in NOVELTIES:
+            raise ValueError(f"unknown novelty {novelty!r}; expected one of {', '.join(NOVELTIES)}")
+        if split != "heldout":
+            raise ValueError("a novelty is a kind of held-out sample: it needs split='heldout'")
+    if forms is None:
+        # held-out draws without a novelty stay those every recorded evaluation asked (docs/ compares across sessions)
+        forms = "rich" if split == "train" or novelty is not None else "classic"
+    if forms not in FORMS:
+        raise ValueError(f"unknown forms {forms!r}; expected one of {', '.join(FORMS)}")
+
+    def part(name: str) -> str:
+        return split if novelty is None else "heldout" if novelty == name else "train"
+
+    return _Sources(
+        attributes=pools(part("attribute")),
+        rich_attributes=rich_pools(part("attribute")),
+        text=pools(part("phrasing")),
+        rich=rich_pools(part("phrasing")) if forms == "rich" else None,
+        values=part("value"),
+    )
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _grammar_sentence(rng: random.Random, rich: RichPools, topic: int | None = None) -> str:
+    """One user sentence of the chit-chat grammar: lead + clause (with its slots filled) + tail."""
+    name, clauses = rich.clauses[rng.randrange(len(rich.clauses)) if topic is None else topic]
+    clause = _render(rng.choice(clauses), rng, pools(rich.split))
+    return _cap(f"{rng.choice(rich.leads)}{clause}{rng.choice(rich.tails)}.")
+
+
+def _typo(word: str, rng: random.Random) -> str:
+    i = rng.randrange(1, len(word) - 1)
+    style = rng.randrange(3)
+    if style == 0:
+        return word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+    return word[:i] + word[i + 1 :] if style == 1 else word[:i] + word[i] + word[i:]
+
+
+def _vary(text: str, rng: random.Random, value: str, attribute: str, lower: bool, typos: int) -> str:
+    """Lower-case and misspell a message outside the value (never touched) and its attribute (only lower-cased)."""
+    spans = sorted({value, attribute} - {""}, key=len, reverse=True)
+    pattern = re.compile("|".join(re.escape(s) for s in spans))
+    pieces, pos = [], 0
+    for m in pattern.finditer(text):
+        pieces += [(text[pos : m.start()], "free"), (m.group(), "value" if m.group() == value else "attribute")]
+        pos = m.end()
+    pieces.append((text[pos:], "free"))
+    words = [(i, m.start()) for i, (piece, role) in enumerate(pieces) if role == "free"
+             for m in re.finditer(r"[A-Za-z]{4,}", piece)]
+    chosen = set(rng.sample(words, min(typos, len(words))))
+    out = []
+    for i, (piece, role) in enumerate(pieces):
+        if role == "free" and chosen:
+            piece = re.sub(r"[A-Za-z]{4,}", lambda m: _typo(m.group(), rng) if (i, m.start()) in chosen else m.group(),
+                           piece)
+        out.append(piece.lower() if lower and role != "value" else piece)
+    return "".join(out)
+
+
 def _made_up_word(rng: random.Random, syllables: Sequence[str]) -> str:
     while True:
         word = "".join(rng.choice(syllables) for _ in range(rng.choice((2, 2, 3))))
@@ -354,13 +503,29 @@ class ChatDistractors:
 
     split: str
     forbidden: tuple[str, ...] = ()
+    grammar: float = 0.0  # share of exchanges drawn from the topic grammar instead of the fixed lists
 
     def draw(self, rng: random.Random) -> list[Turn]:
         pool = pools(self.split)
+        # no draw when grammar is 0: the classic histories stay those of before the grammar
+        if self.grammar > 0 and rng.random() < self.grammar:
+            return self._from_grammar(rng)
         for _ in range(_MAX_TRIES):
             # one to three user sentences, one or two in the reply, never the same template twice in a message
             user = " ".join(_render(t, rng, pool) for t in rng.sample(pool.user_chat, rng.choice((1, 1, 2, 2, 3))))
             reply = " ".join(_render(t, rng, pool) for t in rng.sample(pool.assistant_chat, rng.choice((1, 2))))
+            if _clean(user, self.forbidden) and _clean(reply, self.forbidden):
+                return [Turn("user", user, "distractor"), Turn("assistant", reply, "distractor")]
+        raise RuntimeError(f"no clean distractor in {_MAX_TRIES} draws (forbidden values {self.forbidden})")
+
+    def _from_grammar(self, rng: random.Random) -> list[Turn]:
+        rich = rich_pools(self.split)
+        for _ in range(_MAX_TRIES):
+            # one topic per exchange: a few sentences about it, then a reply about it
+            topic = rng.randrange(len(rich.clauses))
+            user = " ".join(_grammar_sentence(rng, rich, topic) for _ in range(rng.choice((1, 1, 2, 3))))
+            replies = rich.replies[topic][1]
+            reply = " ".join(rng.sample(replies, min(len(replies), rng.choice((1, 1, 2)))))
             if _clean(user, self.forbidden) and _clean(reply, self.forbidden):
                 return [Turn("user", user, "distractor"), Turn("assistant", reply, "distractor")]
         raise RuntimeError(f"no clean distractor in {_MAX_TRIES} draws (forbidden values {self.forbidden})")
@@ -552,6 +717,8 @@ def make_chat_sample(
     others_depth: tuple[float, float] = (0.0, 1.0),
     novel_values: float = 0.0,
     answer_style: str = "any",
+    novelty: str | None = None,
+    forms: str | None = None,
 ) -> Sample:
     """A chat transcript with `n_facts` attributes stated (and some restated with a new value) among chit-chat.
 
@@ -564,12 +731,18 @@ def make_chat_sample(
     from the training split's lists of cities, dishes and titles, only copied from the statement. `answer_style`
     "restate" draws the answers only from `Pools.restating_answers` (the histories and questions stay those of
     "any": only the answer texts change).
+
+    `novelty` (split "heldout" only) draws one part from the held-out split and the rest from train: "attribute"
+    (held-out attributes, training phrasings and values), "phrasing" (held-out templates, families and chit-chat),
+    or "value". `forms` "rich" adds the broader forms (`RichPools`: phrasing families, value first or last, long
+    messages, lower case, typos, grammar chit-chat); None means rich for training draws and for novelties, classic
+    for plain held-out draws (which stay those that every recorded evaluation asked).
     """
-    pool = pools(_check_split(split))
-    rng = random.Random(f"chat:{split}:{seed}")
+    src = _sources(split, novelty, forms)
+    rng = random.Random(f"chat:{split}:{seed}" if novelty is None else f"chat:{novelty}:{seed}")
     depth = _depth(rng, depth)
     n = _count(rng, n_facts)
-    attributes = pool.attributes_of(kinds)
+    attributes = src.attributes.attributes_of(kinds)
     if not 1 <= n <= len(attributes):
         raise ValueError(f"n_facts must be between 1 and {len(attributes)}, got {n}")
     if not 0.0 <= others_depth[0] <= others_depth[1] <= 1.0:
@@ -578,24 +751,40 @@ def make_chat_sample(
         raise ValueError(f"novel_values must be within [0, 1], got {novel_values}")
     if answer_style not in ANSWER_STYLES:
         raise ValueError(f"answer_style must be one of {', '.join(ANSWER_STYLES)}, got {answer_style!r}")
-    answers = pool.restating_answers if answer_style == "restate" else pool.answers
+    answers = src.text.restating_answers if answer_style == "restate" else src.text.answers
+    rich_answers = ()
+    if src.rich is not None:
+        # "restate" takes only the rich answers whose attribute and value are joined as the classic ones join them
+        joins = ("{attr} is {value}", "{attr}: {value}", "{attr} as {value}", "{attr} should be {value}")
+        rich_answers = tuple(a for a in src.rich.answers if answer_style != "restate" or any(j in a for j in joins))
     for _ in range(_MAX_TRIES):
         plan = _plan_chat(
-            rng, pool, attributes, n, depth, update_prob, other_update_prob, max_updates, embed_prob, others_depth,
-            novel_values, answers,
+            rng, src, attributes, n, depth, update_prob, other_update_prob, max_updates, embed_prob, others_depth,
+            novel_values, answers, rich_answers,
         )
         if plan is not None:
             placed, facts, queries, forbidden = plan
-            history = _build_history(placed, ChatDistractors(split, forbidden), f"chat:{split}:{seed}:d", target_tokens)
+            distractors = ChatDistractors(src.text.split, forbidden, RICH_GRAMMAR if src.rich else 0.0)
+            tag = f"chat:{split}:{seed}:d" if novelty is None else f"chat:{novelty}:{seed}:d"
+            history = _build_history(placed, distractors, tag, target_tokens)
             return _sample("chat", split, seed, history, facts, depth, queries)
     raise RuntimeError(f"could not plan a leak-free chat sample in {_MAX_TRIES} tries")
 
 
+# how often each broader form shows up in "rich" samples
+RICH_TEMPLATES = 0.6  # a statement, question, answer or acknowledgement from the phrasing families
+RICH_GRAMMAR = 0.6  # a chit-chat exchange from the topic grammar
+RICH_LONG = 0.2  # a statement inside a long message of grammar sentences
+RICH_LOWER = 0.15  # a statement in lower case (its value kept as it is)
+RICH_TYPOS = 0.15  # a statement with one or two typos (never in its value or attribute)
+
+
 def _plan_chat(
-    rng, pool, attributes, n, depth, update_prob, other_update_prob, max_updates, embed_prob, others_depth, novel_values,
-    answers,
+    rng, src, attributes, n, depth, update_prob, other_update_prob, max_updates, embed_prob, others_depth, novel_values,
+    answers, rich_answers,
 ):
     """One attempt at a chat plan; None when a value would show up outside its own statement."""
+    pool, rich = src.text, src.rich
     chosen = rng.sample(attributes, n)
     taken: list[str] = []
     # (depth, order within the attribute, attribute index, value) for every statement
@@ -606,7 +795,7 @@ def _plan_chat(
         count = 1 + (rng.randint(1, max_updates) if max_updates > 0 and rng.random() < p else 0)
         # no draw when novel_values is 0: the samples (and the held-out split) stay those of before the option
         kind = "novel" if novel_values > 0 and rng.random() < novel_values else attribute.kind
-        values = [_fresh_value(kind, rng, pool.split, taken) for _ in range(count)]
+        values = [_fresh_value(kind, rng, src.values, taken) for _ in range(count)]
         if index == 0:
             # the main attribute's final value lands exactly at `depth`, its older values before it
             depths = sorted(rng.uniform(0.0, depth) for _ in range(count - 1)) + [depth]
@@ -622,19 +811,30 @@ def _plan_chat(
     for j, (d, order, index, value) in enumerate(statements):
         attribute = chosen[index]
         update = order > 0
-        template = rng.choice(pool.update_templates if update and rng.random() < 0.75 else pool.fact_templates)
+        if rich is not None and rng.random() < RICH_TEMPLATES:
+            template = rng.choice(rich.updates if update and rng.random() < 0.75 else rich.facts)
+        else:
+            template = rng.choice(pool.update_templates if update and rng.random() < 0.75 else pool.fact_templates)
         text = template.format(attr=attribute.phrase, value=value)
+        if rich is not None:
+            text = _rich_statement(text, rng, rich, value, attribute.phrase, taken)
         if rng.random() < embed_prob:
             text = _embed(text, rng, pool, taken)
         acks = pool.update_acks if update and rng.random() < 0.5 else pool.acks
+        if rich is not None and rng.random() < RICH_TEMPLATES:
+            acks = rich.acks
         ack = rng.choice(acks).format(attr=attribute.phrase, value=value)
         placed.append((d, (Turn("user", text, "fact", (j,)), Turn("assistant", ack, "ack", (j,)))))
         facts.append(PlantedFact(attribute.phrase, value, attribute.kind, d, update, order < counts[index] - 1))
 
     queries = []
+    # rich answers come from their own stream, so an answer style changes the answers and nothing else
+    answer_rng = rng if rich is None else random.Random(rng.getrandbits(64))
     for attribute, value in zip(chosen, latest):
-        question = rng.choice(pool.questions).format(attr=attribute.phrase)
-        answer = rng.choice(answers).format(attr=attribute.phrase, value=value)
+        rich_question = rich is not None and rng.random() < RICH_TEMPLATES
+        question = rng.choice(rich.questions if rich_question else pool.questions).format(attr=attribute.phrase)
+        rich_answer = rich is not None and answer_rng.random() < RICH_TEMPLATES and rich_answers
+        answer = answer_rng.choice(rich_answers if rich_answer else answers).format(attr=attribute.phrase, value=value)
         queries.append(Query(question, value, answer, attribute.phrase))
 
     # every value must appear only in its own statement: not in another one, not in any question
@@ -646,6 +846,19 @@ def _plan_chat(
         if any(folded in q.question.casefold() for q in queries):
             return None
     return placed, facts, queries, tuple(taken)
+
+
+def _rich_statement(text: str, rng, rich: RichPools, value: str, attribute: str, forbidden: Sequence[str]) -> str:
+    """A statement in one of the broader forms: inside a long message of grammar sentences, in lower case, with
+    typos (each independently, most statements in none)."""
+    if rng.random() < RICH_LONG:
+        topic = rng.randrange(len(rich.clauses))
+        before = [_grammar_sentence(rng, rich, topic) for _ in range(rng.randint(0, 3))]
+        after = [_grammar_sentence(rng, rich, topic) for _ in range(rng.randint(1, 3))]
+        if _clean(" ".join(before + after), forbidden):
+            text = " ".join([*before, text, *after])
+    lower, typos = rng.random() < RICH_LOWER, rng.choice((1, 2)) if rng.random() < RICH_TYPOS else 0
+    return _vary(text, rng, value, attribute, lower, typos) if lower or typos else text
 
 
 def _embed(text: str, rng: random.Random, pool: Pools, forbidden: Sequence[str]) -> str:
@@ -664,31 +877,59 @@ def make_passkey_sample(
     target_tokens: int = 4096,
     depth: float | None = None,
     digits: int = 5,
+    wording: str | None = None,
+    novelty: str | None = None,
+    forms: str | None = None,
 ) -> Sample:
-    """A pass key of `digits` digits inside filler sentences (user messages), asked for at the end."""
-    pool = pools(_check_split(split))
+    """A pass key of `digits` digits inside filler sentences (user messages), asked for at the end.
+
+    `wording` names the key ("PIN", "vault passkey"; any wording, of either split): the statement and the question
+    both use it. Without one, "rich" forms draw a wording of the split's (`RichPools.wordings`), "classic" ones say
+    "pass key". `novelty` "attribute" draws a held-out wording with training templates and values; "phrasing" and
+    "value" as for chat. `forms` as for chat: rich for training draws, novelties and a given wording, else classic.
+    """
+    if wording is not None and (not wording.strip() or any(c.isdigit() for c in wording)):
+        raise ValueError(f"a wording is a non-empty name without digits, got {wording!r}")
+    src = _sources(split, novelty, "rich" if forms is None and wording is not None else forms)
+    pool, rich = src.text, src.rich
     if digits < 1:
         raise ValueError(f"digits must be >= 1, got {digits}")
-    rng = random.Random(f"passkey:{split}:{seed}")
+    rng = random.Random(f"passkey:{split}:{seed}" if novelty is None else f"passkey:{novelty}:{seed}")
     depth = _depth(rng, depth)
     for _ in range(_MAX_TRIES):
         # no leading zero: the key reads as a number, as in the round 1/2 experiments
         value = str(rng.randint(10 ** (digits - 1) if digits > 1 else 0, 10**digits - 1))
-        if value_split(value) == split:
+        if value_split(value) == src.values:
             break
     else:
-        raise RuntimeError(f"no {split} pass key of {digits} digits in {_MAX_TRIES} draws")
+        raise RuntimeError(f"no {src.values} pass key of {digits} digits in {_MAX_TRIES} draws")
     before = [rng.choice(pool.filler) for _ in range(rng.randint(0, 4))]
     after = [rng.choice(pool.filler) for _ in range(rng.randint(0, 4))]
-    needle = rng.choice(pool.needles).format(value=value)
+    if rich is None:
+        key = "pass key"
+        needle = rng.choice(pool.needles).format(value=value)
+        question = rng.choice(pool.passkey_questions)
+        answer = rng.choice(pool.passkey_answers).format(value=value)
+    else:
+        key = wording or rng.choice(src.rich_attributes.wordings)
+        # the classic "pass key" templates stay in the mix for that wording
+        classic = key == "pass key" and rng.random() < 0.5
+        needle = _key_text(rng.choice(pool.needles) if classic else rng.choice(rich.key_needles), key, value)
+        question = _key_text(rng.choice(pool.passkey_questions if classic else rich.key_questions), key, value)
+        answer = _key_text(rng.choice(pool.passkey_answers if classic else rich.key_answers), key, value)
     text = " ".join([*before, needle, *after])
     placed = [(depth, (Turn("user", text, "needle", (0,)),))]
-    facts = [PlantedFact("pass key", value, "code", depth)]
-    answer = rng.choice(pool.passkey_answers).format(value=value)
-    query = Query(rng.choice(pool.passkey_questions), value, answer, "pass key")
-    distractors = FillerDistractors(split, (value.casefold(),))
-    history = _build_history(placed, distractors, f"passkey:{split}:{seed}:d", target_tokens)
+    facts = [PlantedFact(key, value, "code", depth)]
+    query = Query(question, value, answer, key)
+    distractors = FillerDistractors(pool.split, (value.casefold(),))
+    tag = f"passkey:{split}:{seed}:d" if novelty is None else f"passkey:{novelty}:{seed}:d"
+    history = _build_history(placed, distractors, tag, target_tokens)
     return _sample("passkey", split, seed, history, facts, depth, [query])
+
+
+def _key_text(template: str, key: str, value: str) -> str:
+    text = template.format(key=key, value=value)
+    return _cap(text) if template.startswith("{key}") else text
 
 
 def make_recall_sample(

@@ -729,3 +729,232 @@ RECALL_ANSWERS = (
     "{value} belongs to {key}.",
     "You paired it with {value}.",
 )
+
+# ---- broader forms (issue 21 item 4): used by data.py when `forms="rich"` ----
+# Each family is a group of templates that share their wording; the train/heldout partition is by family, so a
+# held-out family is a whole way of saying things that training never saw. Every family mixes value-first,
+# value-last and colon forms only where its wording allows; each form is in several families of each split.
+RICH_FACT_FAMILIES: dict[str, tuple[str, ...]] = {
+    "value_first": ("{value} is my {attr}.", "{value}, that's my {attr}, don't lose it."),
+    "dash_first": ("{value} - that's my {attr}.", "{value} is what my {attr} is these days."),
+    "colon_bare": ("{attr}: {value}", "my {attr} -> {value}"),
+    "regarding": ("Re my {attr}: {value}.", "About my {attr}, it's {value}."),
+    "hold_on": ("Could you hold on to my {attr} for me? It's {value}.", "Hang onto this for me: {value} is my {attr}."),
+    "just_got": ("Just got my {attr} sorted, it's {value}.", "They finally gave me my {attr}: {value}."),
+    "note_to_self": ("Note to self, {attr} is {value}.", "Reminder for future me: my {attr} = {value}."),
+    "for_the_desk": ("I told the front desk my {attr} is {value}, so you should know it too.",
+                     "Someone asked for my {attr} today, it's {value}."),
+    "set_to": ("I set my {attr} to {value}.", "We settled on {value} as my {attr}."),
+    "in_case": ("It's {value}, my {attr}, in case you need it.", "In case I lose it again: {attr} {value}."),
+    "long_story": ("Long story short, my {attr} ended up being {value}.",
+                   "After all that back and forth, my {attr} is {value}."),
+    "casual": ("oh and my {attr} is {value} lol", "ok so my {attr} is {value}"),
+    "keep": ("Keep my {attr} somewhere safe: {value}.", "Can you save my {attr}? {value}."),
+    "turns_out": ("Looked it up, my {attr} is {value}.", "Checked the paperwork and my {attr} says {value}."),
+}
+RICH_UPDATE_FAMILIES: dict[str, tuple[str, ...]] = {
+    "actually": ("actually, make my {attr} {value}", "Actually my {attr} is {value} now, they changed it."),
+    "switched": ("I switched my {attr} to {value}.", "Switched my {attr} over to {value} today."),
+    "new_one": ("{value} is my new {attr}.", "New one for my {attr}: {value}."),
+    "wrong_before": ("Sorry, I gave you the wrong {attr} before. It's {value}.", "my bad, {attr} is really {value}"),
+    "moved": ("They moved my {attr} to {value}.", "My {attr} got moved to {value} this week."),
+    "not_old": ("Not the old one anymore: my {attr} is {value}.", "Forget what I said, {value} is my {attr} now."),
+    "reset": ("Had to reset my {attr}, it's {value} now.", "My {attr} was reset to {value}."),
+}
+RICH_QUESTION_FAMILIES: dict[str, tuple[str, ...]] = {
+    "blanking": ("I'm blanking on my {attr}, what was it?", "Totally blanking, what's my {attr}?"),
+    "need_now": ("I need my {attr} right now, what is it?", "Need my {attr} quick, what was it?"),
+    "gave_you": ("What {attr} did I give you?", "Which {attr} did I tell you about?"),
+    "pls": ("remind me my {attr} pls", "Can you remind me what my {attr} is?"),
+    "again": ("whats my {attr} again", "what's the {attr} I gave you?"),
+    "as_of_now": ("What's my {attr} as of now?", "Which {attr} am I on now?"),
+    "pull_up": ("Could you pull up my {attr}?", "Pull up my {attr} for me?"),
+    "sorry_again": ("Sorry to ask again, but my {attr}?", "Me again, what's my {attr}?"),
+    "filling_form": ("I'm filling in a form, what's my {attr}?", "The form wants my {attr}. What is it?"),
+}
+RICH_ANSWER_FAMILIES: dict[str, tuple[str, ...]] = {
+    "dash": ("{value} - that's your {attr}.", "{value}, your {attr}."),
+    "you_said": ("You told me {value}.", "You said your {attr} was {value}."),
+    "looks_like": ("Looks like it's {value}.", "That one's {value}."),
+    "echo_attr": ("Your {attr}? {value}.", "Your {attr}: it's {value}."),
+    "have_down": ("I've got {value} down as your {attr}.", "I have {value} for your {attr}."),
+    "latest": ("The most recent one you gave me is {value}.", "Most recently you said {value}."),
+    "sure": ("Sure - {value}.", "Of course: {value}."),
+    "here": ("Here you go: {value}.", "Here it is, your {attr}: {value}."),
+}
+RICH_ACK_FAMILIES: dict[str, tuple[str, ...]] = {
+    "restate_value": ("Okay, {value} for your {attr}.", "Saved {value} as your {attr}."),
+    "safe": ("Noted, I'll hang onto that.", "Got it, safe with me."),
+    "ask_me": ("Sure, just ask when you need it.", "Okay, ask me any time."),
+    "repeat": ("{attr}: {value}. Got it.", "So that's {value}. Noted."),
+    "short": ("Cool, noted.", "Okey dokey."),
+    "done": ("Done.", "All saved."),
+}
+
+# pass keys in several wordings (the issue names the first five; they are always training wordings, so every one
+# of them is trained; the others are split train/heldout)
+PASSKEY_WORDINGS_CORE = ("pass key", "passkey", "password", "code", "PIN")
+PASSKEY_WORDINGS_EXTRA = (
+    "secret number", "access code", "vault passkey", "secret code", "pass code", "entry code", "security code",
+    "unlock code", "key number", "magic number", "login code", "vault code", "master code", "passphrase",
+)
+KEY_NEEDLE_FAMILIES: dict[str, tuple[str, ...]] = {
+    "is": ("The {key} is {value}. Hold on to it.", "Today's {key} is {value}."),
+    "first": ("{value} is the {key}. Don't lose it.", "{value} - that is the {key}."),
+    "colon": ("{key}: {value}", "{key} = {value}, keep it."),
+    "memorise": ("Remember the {key} {value} for later.", "Please memorise the {key}, which is {value}."),
+    "given": ("You have been given the {key}: {value}.", "I was handed the {key} {value} today."),
+    "use": ("Use {value} as the {key}.", "Enter {value} when asked for the {key}."),
+    "quiet": ("Between us, the {key} is {value}.", "Keep it quiet: the {key} is {value}."),
+    "jot": ("Write this {key} down: {value}.", "Jot down the {key}, {value}."),
+}
+KEY_QUESTION_FAMILIES: dict[str, tuple[str, ...]] = {
+    "whats": ("What's the {key}?", "so what is the {key}"),
+    "again": ("Tell me the {key} again.", "Give me the {key}."),
+    "which": ("Remind me, what {key} did I mention?", "Which {key} was it?"),
+    "enter": ("I need the {key} now. What is it?", "What {key} should I enter?"),
+    "repeat": ("Do you recall the {key}?", "Can you repeat the {key}?"),
+}
+KEY_ANSWER_FAMILIES: dict[str, tuple[str, ...]] = {
+    "that": ("That {key} is {value}.", "{value} is the {key} you gave me."),
+    "its": ("It's {value}, that {key}.", "You gave me {value}."),
+    "yours": ("Your {key}: {value}.", "I have the {key} as {value}."),
+    "enter": ("Enter {value}.", "Type {value} for the {key}."),
+}
+
+# chit-chat from a topic grammar: a user sentence is lead + clause + tail; an assistant turn is one or two replies.
+# Clauses, leads, tails and replies are each split train/heldout item by item (salted by topic and part).
+CHAT_LEADS = (
+    "", "", "Honestly, ", "So ", "Ugh, ", "Funny thing, ", "Anyway, ", "Not sure why I'm telling you, but ",
+    "Random update: ", "Oh, and ", "Well, ", "Guess what, ", "Side note, ", "Okay so ", "Small thing, ",
+)
+CHAT_TAILS = (
+    "", "", "", " again", " this week", " last weekend", " if I'm honest", ", which was a bit much",
+    " for once", ", no idea why", " and I'm still recovering", ", typical", " as usual", " at long last",
+)
+CHAT_TOPICS: dict[str, dict[str, tuple[str, ...]]] = {
+    "travel": {
+        "clause": (
+            "we spent {n} hours stuck at the airport", "I'm trying to decide between {city} and {city} for {month}",
+            "the hostel in {city} had paper-thin walls", "my suitcase came back with a broken wheel",
+            "{name} wants to take the night train", "I keep checking flight prices to {city}",
+            "we got lost looking for the old town", "the ferry was cancelled because of the wind",
+            "I finally renewed my travel insurance", "the hotel breakfast was surprisingly good",
+        ),
+        "reply": (
+            "Travel days like that are exhausting.", "Both sound like great trips.", "Airports can be brutal.",
+            "A night train sounds like an adventure.", "Getting lost is half the fun, sometimes.",
+            "Hopefully the next leg is smoother.",
+        ),
+    },
+    "health": {
+        "clause": (
+            "my back has been stiff since {day}", "I started stretching before bed", "I've cut down on coffee",
+            "the physio gave me a sheet of exercises", "I slept for {n} hours straight",
+            "I'm getting over a cough", "I booked a check-up for {month}", "my allergies are acting up",
+            "I've been walking to work instead of taking the bus", "I forgot to take my vitamins",
+        ),
+        "reply": (
+            "Rest helps more than people think.", "Stretching is a good habit.", "I hope you feel better soon.",
+            "That sounds like a sensible plan.", "Go easy on yourself.", "Walking is underrated.",
+        ),
+    },
+    "family": {
+        "clause": (
+            "my mum called for an hour about the garden", "{name} came round with the kids",
+            "my brother is redecorating his flat", "we're planning a surprise for grandad",
+            "my aunt sent a parcel full of jam", "the cousins are all coming over on {day}",
+            "my dad finally learned to video call", "{name} and I argued about the dishes",
+            "we looked through old family photos", "my nephew lost his first tooth",
+        ),
+        "reply": (
+            "Family visits can be a lot, in a good way.", "That's sweet.", "Sounds like a full house.",
+            "What a nice thing to do.", "Those photos must bring back memories.", "Ha, classic.",
+        ),
+    },
+    "work": {
+        "clause": (
+            "the quarterly review got moved to {day}", "my inbox has {num} unread emails",
+            "{name} is leaving the team", "we had a fire drill in the middle of a meeting",
+            "the printer jammed for the whole afternoon", "I'm presenting to the board in {month}",
+            "my manager wants a new slide deck", "I stayed late to finish a spreadsheet",
+            "the office kitchen ran out of milk", "we're hiring two new people",
+        ),
+        "reply": (
+            "That sounds stressful.", "Hopefully it calms down soon.", "Meetings have a way of multiplying.",
+            "Good luck with the presentation.", "That's a lot on your plate.", "Office life, eh.",
+        ),
+    },
+    "food": {
+        "clause": (
+            "I tried a new recipe for {food}", "the bakery ran out of sourdough", "we ordered way too much {food}",
+            "I burnt the rice", "{name} taught me how to make {food}", "the farmers market had great tomatoes",
+            "I'm doing a meal prep on {day}", "the new noodle place down the road is packed",
+            "I've been eating a lot of soup", "my sourdough finally rose properly",
+        ),
+        "reply": (
+            "That sounds delicious.", "Cooking for yourself is so satisfying.", "Leftovers are never a bad thing.",
+            "Burnt rice happens to everyone.", "Fresh tomatoes are the best.", "Yum.",
+        ),
+    },
+    "hobbies": {
+        "clause": (
+            "I finished a thousand-piece puzzle", "I've been {activity}", "my guitar needs new strings",
+            "I joined a choir", "the climbing gym was packed", "I started a sketchbook",
+            "{name} got me into birdwatching", "I went to a pottery evening", "I'm learning to knit socks",
+            "I planted tulip bulbs",
+        ),
+        "reply": (
+            "What a nice hobby.", "That takes patience.", "I love that.", "You'll have to show me sometime.",
+            "Sounds like fun.", "Good for you for trying something new.",
+        ),
+    },
+    "home": {
+        "clause": (
+            "the boiler is making a clanking sound", "we finally hung the curtains", "the neighbours are renovating",
+            "I reorganised the spice rack", "the washing machine flooded the floor", "I'm decluttering the hallway",
+            "a pigeon keeps sitting on the balcony", "the landlord fixed the window", "I painted the shelves",
+            "the smoke alarm went off while I was cooking",
+        ),
+        "reply": (
+            "Home repairs never end.", "That must feel good.", "Oh dear, what a mess.", "Small wins at home.",
+            "Pigeons are persistent.", "A tidy space really helps.",
+        ),
+    },
+    "money": {
+        "clause": (
+            "I'm trying to stick to a budget", "the electricity bill went up again", "I cancelled two subscriptions",
+            "I'm saving up for a new bike", "{name} still owes me for the tickets", "I sold some old books online",
+            "rent is due on {day}", "I opened a savings account", "I spent too much at the market",
+            "I sorted out my receipts",
+        ),
+        "reply": (
+            "Budgeting is hard but worth it.", "Every little bit helps.", "Bills add up fast.",
+            "That's a smart move.", "Saving for something specific keeps it motivating.", "Fair enough.",
+        ),
+    },
+    "pets": {
+        "clause": (
+            "the cat learned to open the cupboard", "the dog rolled in something awful", "we're fostering a kitten",
+            "the rabbit chewed through a cable", "{name} is pet-sitting for us", "the vet says he needs a diet",
+            "the puppy slept through the night", "I bought a new scratching post", "the fish tank needs cleaning",
+            "the dog barked at the postman for ages",
+        ),
+        "reply": (
+            "Pets keep life interesting.", "Oh no, the cable!", "That's adorable.", "Cats are too clever.",
+            "A diet might do him good.", "Give them a pat from me.",
+        ),
+    },
+    "school": {
+        "clause": (
+            "the kids have a school trip in {month}", "I'm studying for a language exam", "parents' evening was long",
+            "my essay is due on {day}", "the teacher sent home a project about volcanoes",
+            "I signed up for an evening course", "{name} is struggling with fractions", "the library was full",
+            "I finally submitted my assignment", "the school run was chaos",
+        ),
+        "reply": (
+            "Good luck with the studying.", "Projects like that can be fun.", "Deadlines sneak up.",
+            "An evening course is a great idea.", "Fractions trip a lot of people up.", "Well done for submitting.",
+        ),
+    },
+}
