@@ -14,13 +14,15 @@ Checkpoints (model and optimizer, safetensors) are written every `save_every` st
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import math
+import multiprocessing
 import random
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -433,6 +435,39 @@ def batch_loss(
     return loss, exact
 
 
+def _draw_batch(stage: Stage, seed: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return make_batch(stage, random.Random(seed))
+
+
+class BatchSource:
+    """Batches drawn ahead of the device. With no workers, one thread draws them in turn from the run's `rng` (the
+    next batch while the device works on this one). With workers, that many processes keep 2 x workers batches in
+    flight, the n-th of the run from its own seed: a GPU step outruns the pure-Python generator several times over."""
+
+    def __init__(self, rng: random.Random, seed: str, workers: int = 0):
+        self.rng, self.seed, self.workers = rng, seed, workers
+        # spawn, not fork: the parent may hold a CUDA context, which a forked child must not inherit
+        self.pool: Executor = (
+            ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers
+            else ThreadPoolExecutor(1, thread_name_prefix="batches")
+        )
+        self.queue: collections.deque[tuple[int, Future]] = collections.deque()  # (stage index, batch)
+        self.drawn = 0
+
+    def get(self, stage_index: int, stage: Stage) -> tuple[torch.Tensor, torch.Tensor]:
+        while self.queue and self.queue[0][0] != stage_index:  # batches drawn for the stage before are dropped
+            self.queue.popleft()[1].cancel()
+        while len(self.queue) < max(2, 2 * self.workers):
+            # one thread draws in order from the shared rng; processes draw each batch from its own seed
+            job = (_draw_batch, stage, f"{self.seed}-{self.drawn}") if self.workers else (make_batch, stage, self.rng)
+            self.queue.append((stage_index, self.pool.submit(*job)))
+            self.drawn += 1
+        return self.queue.popleft()[1].result()
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+
 def _lr(cfg: TrainConfig, step: int, clock: float = 0.0) -> float:
     """Linear warmup, then a cosine down to min_lr over the recipe's steps, or sooner: `clock` (0 to 1) is the share
     of a time-boxed run already spent, and the schedule follows whichever is further along."""
@@ -442,13 +477,20 @@ def _lr(cfg: TrainConfig, step: int, clock: float = 0.0) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def _save(out: Path, model: TitansLM, opt: torch.optim.Optimizer, progress: dict) -> None:
+def _save(out: Path, model: TitansLM, opt: torch.optim.Optimizer, progress: dict, compact: bool = False) -> None:
+    """The model and optimizer files of a run. compact: the optimizer as the tree keeps a live lineage's (25 MB in
+    all): second moments in bf16, first moments left out (a resumed run rebuilds them within tens of steps)."""
     tmp_model, tmp_opt = out / "model.safetensors.tmp", out / "optimizer.safetensors.tmp"
     checkpoint.save_model(model, tmp_model, step=progress["step"], extra={"progress": progress})
     tensors = {}
     for i, (p, s) in enumerate((p, opt.state[p]) for g in opt.param_groups for p in g["params"]):
         for key, value in s.items():
-            tensors[f"{i}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+            if compact and key == "exp_avg":
+                continue
+            value = torch.as_tensor(value).detach().cpu()
+            if compact and key == "exp_avg_sq":
+                value = value.to(torch.bfloat16)
+            tensors[f"{i}.{key}"] = value.contiguous()
     save_file(tensors, str(tmp_opt), metadata={"progress": json.dumps(progress)})
     # rename last, so that a kill mid-save leaves the previous checkpoint whole
     tmp_opt.replace(out / "optimizer.safetensors")
@@ -463,7 +505,13 @@ def _resume(out: Path, model: TitansLM, opt: torch.optim.Optimizer) -> dict | No
     saved = load_file(str(opt_file))
     for i, p in enumerate(p for g in opt.param_groups for p in g["params"]):
         keys = [k for k in saved if k.split(".", 1)[0] == str(i)]
-        opt.state[p] = {k.split(".", 1)[1]: saved[k] for k in keys}
+        # moments on the parameter's device and in its dtype (a compact save holds them in bf16, or not at all: the
+        # first moments then start from 0); AdamW keeps its step count on the CPU
+        state = {k.split(".", 1)[1]: saved[k] for k in keys}
+        state = {k: v if k == "step" else v.to(p.device, p.dtype) for k, v in state.items()}
+        if "exp_avg_sq" in state:
+            state.setdefault("exp_avg", torch.zeros_like(p))
+        opt.state[p] = state
     return json.loads(checkpoint.read_model_metadata(model_file)["progress"])
 
 
@@ -514,6 +562,8 @@ def train(
     init_from: Path | None = None,
     anneal_by_clock: bool = False,
     start_stage: str | None = None,
+    compact_optimizer: bool = False,
+    data_workers: int = 0,
 ) -> dict:
     """Run (or resume) the curriculum; returns the final progress record. Writes out/model.safetensors.
 
@@ -524,6 +574,8 @@ def train(
     (a time-boxed run, e.g. a short GPU lease, that would otherwise stop with its learning rate still high); the
     minutes then count the whole run, so a resumed run goes on down the same schedule and stops when they are spent
     (without it, max_minutes bounds each invocation).
+    compact_optimizer: every save keeps the optimizer compact (`_save`), as the tree keeps the live lineage.
+    data_workers: processes that draw batches ahead (`BatchSource`); 0 draws them in one thread.
     A step whose loss is not finite is skipped (no update); MAX_BAD_STEPS of them in a row stop the run with an error.
     """
     check_run_options(cfg, max_minutes, anneal_by_clock, start_stage)
@@ -550,10 +602,7 @@ def train(
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
     running = progress.get("exact", 0.0)
     bad_steps = 0
-    # the next batch is drawn in a thread while the device works on this one (waiting on CUDA releases the GIL);
-    # one worker, so the batches still come from `rng` one after the other
-    batches = ThreadPoolExecutor(1, thread_name_prefix="batches")
-    upcoming: tuple[int, Future] | None = None  # (stage index, batch)
+    batches = BatchSource(rng, f"{cfg.seed}-{progress['step']}", data_workers)
     try:
         while progress["stage"] < len(cfg.stages):
             stage = cfg.stages[progress["stage"]]
@@ -561,10 +610,7 @@ def train(
             spent = (time.monotonic() - started + (seconds_before if anneal_by_clock else 0.0)) / 60
             if max_minutes is not None and spent >= max_minutes:
                 break
-            if upcoming is None or upcoming[0] != progress["stage"]:  # a batch drawn for the stage before is dropped
-                upcoming = (progress["stage"], batches.submit(make_batch, stage, rng))
-            ids, is_answer = upcoming[1].result()
-            upcoming = (progress["stage"], batches.submit(make_batch, stage, rng))
+            ids, is_answer = batches.get(progress["stage"], stage)
             ids, is_answer = ids.to(device), is_answer.to(device)
             lr = _lr(cfg, progress["step"], spent / max_minutes if anneal_by_clock else 0.0)
             for group in opt.param_groups:
@@ -599,10 +645,10 @@ def train(
             if on_step:
                 on_step(dict(progress, stage_name=stage.name))
             if progress["step"] % cfg.save_every == 0 or progress["stage"] >= len(cfg.stages):
-                _save(out, model, opt, progress)
+                _save(out, model, opt, progress, compact_optimizer)
     finally:
-        batches.shutdown(cancel_futures=True)
-    _save(out, model, opt, progress)
+        batches.close()
+    _save(out, model, opt, progress, compact_optimizer)
     return progress
 
 

@@ -283,7 +283,7 @@ def test_every_preset_builds_a_model_small_enough_to_ship(name):
 
 
 def test_an_unknown_preset_names_the_known_ones():
-    with pytest.raises(ValueError, match="expected tiny, demo, copy, .* echo-first, chat-memory, lookup, lookup-gpu, lookup-long, gpu or full"):
+    with pytest.raises(ValueError, match="expected tiny, demo, copy, .* echo-first, chat-memory, lookup, lookup-gpu, lookup-long, gpu, full or lineage"):
         preset("huge")
 
 
@@ -434,3 +434,41 @@ def test_the_train_command_refuses_a_bad_stage_or_a_clock_without_minutes(tmp_pa
         )
         assert done.returncode == 1 and done.stderr.strip() == message, done.stderr
     assert not (tmp_path / "run" / "model.safetensors").exists()  # nothing trained
+
+
+def test_a_compact_optimizer_keeps_second_moments_in_bf16_and_resumes(tmp_path):
+    """The live lineage's optimizer as the tree keeps it: no first moments, second moments in bf16; a run resumes
+    from it with first moments from zero and the second ones where they were."""
+    from safetensors.torch import load_file
+
+    cfg = preset("tiny")  # saves every 5 steps
+    cfg = replace(cfg, stages=(replace(cfg.stages[0], steps=7),))
+
+    def stop_after_six(p: dict) -> None:  # step 5 was saved
+        if p["step"] == 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path, compact_optimizer=True, on_step=stop_after_six)
+    saved = load_file(str(tmp_path / "optimizer.safetensors"))
+    assert saved and not any(k.endswith(".exp_avg") for k in saved)
+    second = {k: v for k, v in saved.items() if k.endswith(".exp_avg_sq")}
+    assert second and all(v.dtype == torch.bfloat16 for v in second.values())
+    assert any(v.abs().sum() > 0 for v in second.values())
+    assert train(cfg, tmp_path, compact_optimizer=True)["step"] == 7
+
+
+def test_batches_drawn_by_worker_processes_come_from_the_seed_not_the_number_of_workers():
+    from sleeptime.training.train import BatchSource
+
+    stage = Stage("mix", {"passkey": 0.5, "chat": 0.5}, 300, batch=2, steps=1)
+    drawn = []
+    for workers in (1, 2):
+        source = BatchSource(random.Random(0), "run-0", workers)
+        try:
+            drawn.append([source.get(0, stage) for _ in range(3)])
+        finally:
+            source.close()
+    for (ids_a, answer_a), (ids_b, answer_b) in zip(*drawn):
+        assert torch.equal(ids_a, ids_b) and torch.equal(answer_a, answer_b)
+    assert not torch.equal(drawn[0][0][0], drawn[0][1][0])  # each batch its own
