@@ -77,14 +77,13 @@ def engine_class(full_length: bool):
     makes online latency a function of the answer's length rather than of the history's; full-length answers are
     the worst case of the target (answers of at most 32 bytes) and the same work at every history length.
     """
-    from sleeptime.models import tokenizer
     from sleeptime.models.engine import MemoryEngine
 
     class FullLengthAnswers(MemoryEngine):
         def answer(self, state, question, tail=(), max_new_tokens=64):
-            prompt = tokenizer.encode_messages(tail) + tokenizer.encode_prompt(question)
-            # the best byte, never END: MemoryEngine.answer's own generation without its early stop
-            return tokenizer.decode(self.generate(state, prompt, max_new_tokens, stop=False))
+            prompt = self.tokenizer.encode_messages(tail) + self.tokenizer.encode_prompt(question)
+            # the best text token, never END: MemoryEngine.answer's own generation without its early stop
+            return self.tokenizer.decode(self.generate(state, prompt, max_new_tokens, stop=False))
 
     return FullLengthAnswers if full_length else MemoryEngine
 
@@ -187,8 +186,7 @@ def no_sleep_baseline(engine, tokens: list[int], question: str, reps: int, max_n
 class History:
     """One consolidated context of about n tokens, and the latencies measured on it."""
 
-    def __init__(self, server: Server, n: int, baseline_cap: int):
-        from sleeptime.models.tokenizer import encode_message
+    def __init__(self, server: Server, n: int, baseline_cap: int, tokenizer):
         from sleeptime.training.data import make_sample
 
         self.server, self.n = server, n
@@ -208,7 +206,7 @@ class History:
         # nobody anticipated these: "(case i)" makes each a different normalized question
         self.online = [f"{q} (case {i})" for i, q in enumerate(self.anticipated * 8)]
         self.question, self.messages = sample.question, len(messages)
-        self.tail_tokens = [t for m in messages[-baseline_cap:] for t in encode_message(m["role"], m["content"])]
+        self.tail_tokens = tokenizer.encode_messages(messages[-baseline_cap:])
         self.tail_tokens = self.tail_tokens[-baseline_cap:]
         self.times = {"precomputed": ([], []), "online": ([], [])}
         self.answer_chars: list[int] = []
@@ -253,7 +251,7 @@ class History:
 def measure(server: Server, engine, lengths: list[int], args: argparse.Namespace) -> list[dict]:
     """Consolidate every length first, then time the queries in interleaved rounds, so that the machine's load
     (shared cores) weighs on every length alike and the flatness ratio compares like with like."""
-    histories = [History(server, n, args.baseline_cap) for n in lengths]
+    histories = [History(server, n, args.baseline_cap, engine.tokenizer) for n in lengths]
     load_before = os.getloadavg()[0]
     for h in histories:
         # warm-up: the first online answer loads the state into the cache; the first calls warm the code paths

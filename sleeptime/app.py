@@ -17,7 +17,8 @@ from sleeptime.db import CheckpointInfo, InvalidInput, RunInfo, Store, head_revi
 from sleeptime.frontend.query import QueryEngine, QueryResult
 from sleeptime.jobs import worker
 from sleeptime.jobs.consolidate import Consolidation, Progress, consolidate
-from sleeptime.models.tokenizer import ROLES, encode_message
+from sleeptime.models.paths import resolve_model_path
+from sleeptime.models.tokenizer import ROLES, Tokenizer, read_model_tokenizer
 from sleeptime.settings import Settings, load_settings
 
 
@@ -33,8 +34,9 @@ class ContextStatus:
     last_run: RunInfo | None
 
 
-def _check_message(i: int, message: object, max_bytes: int) -> tuple[str, str, int]:
-    """(role, content, n_tokens) of one message, or InvalidInput naming message i (1-based)."""
+def _check_message(i: int, message: object, max_bytes: int, tokenizer: Tokenizer) -> tuple[str, str, int]:
+    """(role, content, n_tokens) of one message, n_tokens in the model's tokens, or InvalidInput naming message i
+    (1-based)."""
     if not isinstance(message, Mapping):
         raise InvalidInput(f"message {i}: expected an object with \"role\" and \"content\"")
     role, content = message.get("role"), message.get("content")
@@ -50,7 +52,7 @@ def _check_message(i: int, message: object, max_bytes: int) -> tuple[str, str, i
         raise InvalidInput(f"message {i} is not valid UTF-8 (lone surrogate)") from None
     if size > max_bytes:
         raise InvalidInput(f"message {i} is {size} bytes, over the limit of {max_bytes} (SLEEPTIME_MAX_MESSAGE_BYTES)")
-    return role, content, len(encode_message(role, content))
+    return role, content, len(tokenizer.encode_message(role, content))
 
 
 def parse_transcript(data: bytes) -> list[dict[str, Any]]:
@@ -87,6 +89,7 @@ class App:
         self.store = store or Store(self.settings.db)
         self._engine = engine
         self._engine_lock = threading.Lock()
+        self._tokenizer: Tokenizer | None = None
         self._pg_queue: Any = None
         self.queries = QueryEngine(
             self.store, lambda: self.engine, self.settings.cache_bytes, max_generations=self.settings.generations
@@ -110,6 +113,19 @@ class App:
             return MemoryEngine.load(self.settings.model, self.settings.device)
         except (OSError, ValueError) as exc:
             raise SleeptimeError(f"cannot load model {self.settings.model!r}: {exc}") from None
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The model's tokenizer, read from the model file without loading the model (nor torch): message token
+        counts are in the tokens of the model that will consume them."""
+        if self._engine is not None:
+            return self._engine.tokenizer
+        if self._tokenizer is None:
+            try:
+                self._tokenizer = read_model_tokenizer(resolve_model_path(self.settings.model))
+            except (OSError, ValueError) as exc:
+                raise SleeptimeError(f"cannot load model {self.settings.model!r}: {exc}") from None
+        return self._tokenizer
 
     def close(self) -> None:
         if self._pg_queue is not None:
@@ -142,7 +158,8 @@ class App:
         limit = self.settings.max_message_bytes
         if not messages:
             raise InvalidInput("no messages to ingest")
-        checked = [_check_message(i, message, limit) for i, message in enumerate(messages, 1)]
+        tokenizer = self.tokenizer
+        checked = [_check_message(i, message, limit, tokenizer) for i, message in enumerate(messages, 1)]
         return self.store.append_messages(context, checked, max_message_bytes=limit)
 
     def anticipate(self, context: str, questions: Iterable[str]) -> int:

@@ -107,6 +107,56 @@ def tiny_model_path(tmp_path_factory):
     return path
 
 
+def tiny_bpe_texts() -> list[str]:
+    """A little generated training text (train split) for a tiny BPE."""
+    from sleeptime.training.data import make_sample
+
+    texts = []
+    for seed in range(6):
+        for task in ("chat", "passkey"):
+            sample = make_sample(task, seed, split="train", target_tokens=600)
+            texts += [m["content"] for m in sample.history] + [sample.question, sample.answer_text]
+    return texts
+
+
+@pytest.fixture(scope="session")
+def tiny_bpe():
+    """A byte-level BPE of 320 ids trained on a little generated text."""
+    from sleeptime.models.tokenizer import BPETokenizer
+
+    return BPETokenizer.train(tiny_bpe_texts(), 320)
+
+
+@pytest.fixture(scope="session")
+def tiny_bpe_model_path(tmp_path_factory, tiny_bpe):
+    """A seeded tiny model over the tiny BPE's ids, its tokenizer file beside it."""
+    from dataclasses import replace
+
+    import torch
+
+    from sleeptime.models import checkpoint
+    from sleeptime.models.titans import TitansLM
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("bpe-model") / "tiny-bpe.safetensors"
+    model = TitansLM(replace(tiny_model_config(), vocab_size=tiny_bpe.vocab_size))
+    checkpoint.save_model(model, path, tokenizer=tiny_bpe)
+    return path
+
+
+@pytest.fixture
+def tiny_bpe_engine(tiny_bpe_model_path):
+    """The tiny BPE model on CPU with one torch thread."""
+    import torch
+
+    from sleeptime.models.engine import MemoryEngine
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield MemoryEngine.load(str(tiny_bpe_model_path), "cpu")
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_engine(tiny_model_path):
     """The tiny model loaded on CPU, with one torch thread (fast and deterministic on a busy machine)."""

@@ -32,7 +32,7 @@ from sleeptime.db import (
     normalize_question,
 )
 from sleeptime.db.store import MAX_QUESTION_BYTES
-from sleeptime.models.tokenizer import ANSWER_TOKENS, encode_message
+from sleeptime.models.tokenizer import ANSWER_TOKENS, BYTES, Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -219,16 +219,30 @@ def _check_question(question: object) -> str:
     return question
 
 
-def cap_tail(messages: list[MessageRecord], max_tokens: int) -> list[dict[str, str]]:
-    """The newest messages that fit in max_tokens; a single newest message larger than that keeps its end."""
+def _text_end(text: str, max_tokens: int, tokenizer: Tokenizer) -> str:
+    """The longest end of `text` (whole characters) that encodes to at most max_tokens tokens."""
+    # a suffix's token count grows with its length (a token covers at least one byte): binary search the start
+    lo, hi = 0, len(text)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(tokenizer.encode_text(text[mid:])) <= max_tokens:
+            hi = mid
+        else:
+            lo = mid + 1
+    return text[lo:]
+
+
+def cap_tail(messages: list[MessageRecord], max_tokens: int, tokenizer: Tokenizer = BYTES) -> list[dict[str, str]]:
+    """The newest messages that fit in max_tokens of the model's tokens; a single newest message larger than that
+    keeps its end."""
     tail: list[dict[str, str]] = []
     used = 0
     for message in reversed(messages):
-        size = len(encode_message(message.role, message.content))
+        size = len(tokenizer.encode_message(message.role, message.content))
         if used + size > max_tokens:
             if not tail:
-                # keep the end of the text: [ROLE] and [END] take two tokens; errors="ignore" drops a split character
-                end = message.content.encode("utf-8")[-max(1, max_tokens - 2) :].decode("utf-8", errors="ignore")
+                # keep the end of the text: [ROLE] and [END] take two tokens
+                end = _text_end(message.content, max(1, max_tokens - 2), tokenizer)
                 tail.append({"role": message.role, "content": end})
             break
         tail.append({"role": message.role, "content": message.content})
@@ -319,7 +333,7 @@ class QueryEngine:
         else:
             loaded = self.cache.get_or_load((ctx.name, ctx.head_version), lambda: self._load(ctx, engine))
             state, version, cursor = loaded.state, loaded.version, loaded.cursor_seq
-        tail = self._tail(ctx, cursor)
+        tail = self._tail(ctx, cursor, engine.tokenizer)
         with self._generations:
             answer = engine.answer(state, question, tail=tail, max_new_tokens=self.max_new_tokens)
         return answer, "online", version
@@ -344,10 +358,10 @@ class QueryEngine:
             raise SleeptimeError(message) from None
         return LoadedState(checkpoint.version, checkpoint.cursor_seq, state, len(checkpoint.payload))
 
-    def _tail(self, ctx: ContextInfo, cursor: int) -> list[dict[str, str]]:
+    def _tail(self, ctx: ContextInfo, cursor: int, tokenizer: Tokenizer) -> list[dict[str, str]]:
         if ctx.last_seq <= cursor:
             # nothing arrived after the checkpoint: no read
             return []
         start = max(cursor, ctx.last_seq - TAIL_MESSAGES)
         messages = self.store.messages_after(ctx.name, start, limit=TAIL_MESSAGES)
-        return cap_tail(messages, self.tail_tokens)
+        return cap_tail(messages, self.tail_tokens, tokenizer)

@@ -102,7 +102,8 @@ class JobOut(BaseModel):
 class ConsolidationOut(BaseModel):
     published: bool
     checkpoint: CheckpointOut | None = Field(description="the new head when published, else the unchanged head")
-    tokens: int
+    tokens: int = Field(description="model tokens consumed (role markers included)")
+    bytes: int = Field(description="UTF-8 bytes of the messages' text")
     messages: int
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from sleeptime import SleeptimeError
 from sleeptime.db import CheckpointInfo, HeadConflict, Store
 from sleeptime.jobs.anticipate import answer_questions, extract_questions, gather_questions
-from sleeptime.models.tokenizer import ANSWER_TOKENS, encode_message
+from sleeptime.models.tokenizer import ANSWER_TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class Consolidation:
     run_id: int | None
     tokens: int
     messages: int
+    bytes: int = 0  # UTF-8 bytes of the messages' text (tokens count the model's tokens, role markers included)
 
 
 class _Pass:
@@ -75,11 +76,12 @@ class _Pass:
         self.store, self.engine, self.context = store, engine, context
         self.progress, self.abort = progress, abort
         self.replay_spans, self.rehearse = replay_spans, rehearse
-        # the pass's tokens, kept only for replay (2 bytes each: the vocabulary fits in 16 bits)
-        self.history = array("H")
+        # the pass's tokens, kept only for replay (2 bytes each while the vocabulary fits in 16 bits)
+        self.history = array("H" if engine.tokenizer.vocab_size <= 1 << 16 else "I")
         self.started = time.monotonic()
         self.done_tokens = 0
         self.total_tokens = 0
+        self.bytes = 0
         # an ordered set: a fact stated again moves to the newest end
         self.extracted: dict[str, None] = {}
         # token offset (within this pass) where each consumed message starts, to map surprising spans to seqs
@@ -137,7 +139,8 @@ class _Pass:
             if not batch:
                 raise SleeptimeError(f"context {self.context!r}: messages up to {to_seq} are missing")
             for message in batch:
-                tokens = encode_message(message.role, message.content)
+                tokens = self.engine.tokenizer.encode_message(message.role, message.content)
+                self.bytes += len(message.content.encode("utf-8"))
                 self.offsets.append(offset)
                 self.seqs.append(message.seq)
                 offset += len(tokens)
@@ -176,6 +179,7 @@ class _Pass:
         ]
         return {
             "tokens": stats.tokens,
+            "bytes": self.bytes,
             "messages": messages,
             "from_seq": cursor,
             "to_seq": to_seq,
@@ -222,9 +226,12 @@ class _Pass:
         info = self.store.publish_checkpoint(
             self.context, parent, to_seq, self.engine.model_id, payload, meta, answers, run_id=run_id
         )
-        fields = {"context": self.context, "version": info.version, "tokens": stats.tokens, "seconds": meta["seconds"]}
+        fields = {
+            "context": self.context, "version": info.version, "tokens": stats.tokens, "bytes": self.bytes,
+            "seconds": meta["seconds"],
+        }
         log.info("published", extra=fields)
-        return Consolidation(self.context, True, info, run_id, stats.tokens, messages)
+        return Consolidation(self.context, True, info, run_id, stats.tokens, messages, self.bytes)
 
 
 def consolidate(

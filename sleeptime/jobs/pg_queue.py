@@ -203,7 +203,7 @@ class PgQueue:
             if not result.published:
                 return {"published": False}
             self.enqueue("prune", context)
-            outcome = {"published": True, "version": result.checkpoint.version, "tokens": result.tokens}
+            outcome = {"published": True, "version": result.checkpoint.version, "tokens": result.tokens, "bytes": result.bytes}
             log.info("job done", extra={"event": "job_done", "kind": "consolidate", **fields, **outcome})
             return outcome
 

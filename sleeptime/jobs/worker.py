@@ -172,7 +172,7 @@ class Worker:
         if not result.published:
             return {"published": False}
         self.app.enqueue(PRUNE, job.context)
-        return {"published": True, "version": result.checkpoint.version, "tokens": result.tokens}
+        return {"published": True, "version": result.checkpoint.version, "tokens": result.tokens, "bytes": result.bytes}
 
     def _prune(self, job: Job, abort: _Either) -> dict:
         return {"pruned": self.app.prune(job.context)}

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from sleeptime.kernels.reference import TitansState
 from sleeptime.models.titans import ModelConfig, TitansLM
-from sleeptime.models.tokenizer import BYTES, BPETokenizer, Tokenizer, tokenizer_path
+from sleeptime.models.tokenizer import BYTES, BPETokenizer, Tokenizer, read_model_tokenizer, tokenizer_path
 
 MODEL_FORMAT = "sleeptime-model/1"
 STATE_FORMAT = "sleeptime-state/1"
@@ -61,19 +61,11 @@ def load_model(path: str | Path, device: str = "cpu") -> TitansLM:
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """The tokenizer a model file was trained with: bytes, or the BPE file beside it (its digest checked)."""
-    digest = read_model_metadata(path).get("tokenizer")
-    if digest is None:
-        return BYTES
-    file = tokenizer_path(path)
-    if not file.is_file():
-        raise CheckpointError(f"{path} needs its tokenizer file {file.name} beside it")
+    read_model_metadata(path)
     try:
-        tokenizer = BPETokenizer.from_file(file)
+        return read_model_tokenizer(path)
     except ValueError as exc:
         raise CheckpointError(str(exc)) from exc
-    if tokenizer.digest != digest:
-        raise CheckpointError(f"{file.name} is not the tokenizer {Path(path).name} was trained with (digest differs)")
-    return tokenizer
 
 
 def model_digest(path: str | Path) -> str:

@@ -11,33 +11,14 @@ import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from sleeptime.models import checkpoint, decode
+from sleeptime.models.paths import SHIPPED_DIR, resolve_model_path, shipped_model_path  # noqa: F401 (re-exported)
 from sleeptime.models.titans import ModelConfig, TitansLM
 from sleeptime.models.tokenizer import ANSWER_TOKENS, BYTES, Tokenizer
-
-SHIPPED_DIR = Path(__file__).parent / "shipped"
-
-
-def shipped_model_path(name: str = "demo") -> Path:
-    return SHIPPED_DIR / f"{name}.safetensors"
-
-
-def resolve_model_path(name_or_path: str) -> Path:
-    """'demo' (or another shipped name) or a path to a model file."""
-    path = Path(name_or_path)
-    if path.suffix == ".safetensors" or path.exists():
-        if not path.is_file():
-            raise FileNotFoundError(f"model file {path} does not exist")
-        return path
-    shipped = shipped_model_path(name_or_path)
-    if not shipped.is_file():
-        raise FileNotFoundError(f"no shipped model named {name_or_path!r} (looked for {shipped.name})")
-    return shipped
 
 
 @dataclass

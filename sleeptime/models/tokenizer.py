@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import ClassVar
 
 # tokens an answer may run to, for the daemon, the query front end and the evaluation alike: the longest answer the
 # training data teach is 79 tokens with END (a long attribute restated before its value), and a shorter cap would
@@ -36,7 +37,7 @@ class Tokenizer:
     pad: int
     bos: int
     end: int
-    role_ids: dict[str, int]
+    role_ids: ClassVar[dict[str, int]]
 
     def encode_text(self, text: str) -> list[int]:
         raise NotImplementedError
@@ -47,6 +48,10 @@ class Tokenizer:
 
     def is_text(self, token: int) -> bool:
         """Whether `token` carries text (generation goes on) rather than structure (the answer is over)."""
+        raise NotImplementedError
+
+    def char_spans(self, text: str) -> list[tuple[int, int]]:
+        """(start, end) character offsets in `text` of each id of `encode_text(text)`: which ids carry a value."""
         raise NotImplementedError
 
     @property
@@ -74,7 +79,7 @@ class ByteTokenizer(Tokenizer):
     kind = "bytes"
     vocab_size = 264  # 263 used, padded to a multiple of 8
     pad, bos, end = 256, 257, 258
-    role_ids = {"user": 259, "assistant": 260, "system": 261, "tool": 262}
+    role_ids: ClassVar[dict[str, int]] = {"user": 259, "assistant": 260, "system": 261, "tool": 262}
 
     def encode_text(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))
@@ -85,11 +90,14 @@ class ByteTokenizer(Tokenizer):
     def is_text(self, token: int) -> bool:
         return 0 <= token < 256
 
+    def char_spans(self, text: str) -> list[tuple[int, int]]:
+        return [(i, i + 1) for i, c in enumerate(text) for _ in c.encode("utf-8")]
+
 
 class BPETokenizer(Tokenizer):
     kind = "bpe"
     pad, bos, end = 0, 1, 2
-    role_ids = {"user": 3, "assistant": 4, "system": 5, "tool": 6}
+    role_ids: ClassVar[dict[str, int]] = {"user": 3, "assistant": 4, "system": 5, "tool": 6}
     OFFSET = 8  # ids below are structure (7 used, one spare); BPE id i is model id i + OFFSET
 
     def __init__(self, bpe):
@@ -143,6 +151,9 @@ class BPETokenizer(Tokenizer):
     def is_text(self, token: int) -> bool:
         return self.OFFSET <= token < self.OFFSET + self.bpe.get_vocab_size(with_added_tokens=True)
 
+    def char_spans(self, text: str) -> list[tuple[int, int]]:
+        return list(self.bpe.encode(text, add_special_tokens=False).offsets)
+
 
 BYTES = ByteTokenizer()
 
@@ -151,6 +162,28 @@ def tokenizer_path(model_path: str | Path) -> Path:
     """Where a model's tokenizer file lives: beside the weights, `name.safetensors` -> `name.tokenizer.json`."""
     path = Path(model_path)
     return path.with_name(f"{path.stem}.tokenizer.json")
+
+
+def read_model_tokenizer(model_path: str | Path) -> Tokenizer:
+    """The tokenizer a model file was trained with, read without torch (ingest counts tokens with it): bytes, or the
+    BPE file beside the model, its digest checked against the model's metadata. Raises ValueError."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(model_path), "np") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error type for a file that is not safetensors
+        raise ValueError(f"{model_path} is not a model file: {exc}") from exc
+    digest = meta.get("tokenizer")
+    if digest is None:
+        return BYTES
+    file = tokenizer_path(model_path)
+    if not file.is_file():
+        raise ValueError(f"{model_path} needs its tokenizer file {file.name} beside it")
+    tokenizer = BPETokenizer.from_file(file)
+    if tokenizer.digest != digest:
+        raise ValueError(f"{file.name} is not the tokenizer {Path(model_path).name} was trained with (digest differs)")
+    return tokenizer
 
 
 # the byte tokenizer under its historical module-level names

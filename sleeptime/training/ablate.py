@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sleeptime.models import tokenizer
 from sleeptime.models.engine import MemoryEngine
 from sleeptime.models.titans import TitansLM
+from sleeptime.models.tokenizer import BYTES, Tokenizer
 from sleeptime.training.data import Sample, encode_answer, make_sample
 from sleeptime.training.evaluate import HELDOUT_SEED, answering_message
 
@@ -67,54 +67,61 @@ def removed(module: nn.Module | None) -> Iterator[None]:
 
 @torch.no_grad()
 def value_predictions(
-    model: TitansLM, task: str, index: int, tokens: int = 1024, statement: bool = True
+    model: TitansLM, task: str, index: int, tokens: int = 1024, statement: bool = True, tokenizer: Tokenizer = BYTES
 ) -> list[tuple[int, bool]]:
-    """Teacher-forced, right after the statement (or with no statement at all): each byte of the answer's value,
-    and whether it was the top prediction."""
+    """Teacher-forced, right after the statement (or with no statement at all): each token (byte) of the answer's
+    value, and whether it was the top prediction."""
     sample = make_sample(task, HELDOUT_SEED + index, split="heldout", target_tokens=tokens)
     stated = tokenizer.encode_messages([answering_message(sample)]) if statement else []
-    return answer_value_predictions(model, stated + tokenizer.encode_prompt(sample.question), sample)
+    return answer_value_predictions(model, stated + tokenizer.encode_prompt(sample.question), sample, tokenizer)
 
 
 @torch.no_grad()
-def answer_value_predictions(model: TitansLM, prompt: list[int], sample: Sample) -> list[tuple[int, bool]]:
-    """The sample's answer teacher-forced after `prompt` (token ids, from an empty state): each byte of the value
-    inside the answer, and whether it was the top prediction."""
-    answer = encode_answer(sample.answer_text)
+def answer_value_predictions(
+    model: TitansLM, prompt: list[int], sample: Sample, tokenizer: Tokenizer = BYTES
+) -> list[tuple[int, bool]]:
+    """The sample's answer teacher-forced after `prompt` (token ids, from an empty state): each token of the answer
+    that overlaps the value (each byte, with the byte tokenizer), and whether it was the top prediction."""
+    answer = encode_answer(sample.answer_text, tokenizer)
     ids = torch.tensor([prompt + answer], device=next(model.parameters()).device)
     logits, _, _ = model(ids[:, :-1], model.initial_state(1))
     predicted = logits[0, len(prompt) - 1 :].argmax(-1).tolist()
-    value = sample.answer_value.encode("utf-8")
-    start = sample.answer_text.encode("utf-8").index(value)
-    return [(answer[i], predicted[i] == answer[i]) for i in range(start, start + len(value))]
+    start = sample.answer_text.index(sample.answer_value)
+    end = start + len(sample.answer_value)
+    spans = tokenizer.char_spans(sample.answer_text)
+    inside = [i for i, (a, b) in enumerate(spans) if a < end and b > start]
+    return [(answer[i], predicted[i] == answer[i]) for i in inside]
 
 
-def value_read(model: TitansLM, task: str, index: int, tokens: int = 1024) -> bool:
-    """Are all of the value's bytes the top prediction?"""
-    return all(hit for _, hit in value_predictions(model, task, index, tokens))
+def value_read(model: TitansLM, task: str, index: int, tokens: int = 1024, tokenizer: Tokenizer = BYTES) -> bool:
+    """Are all of the value's tokens the top prediction?"""
+    return all(hit for _, hit in value_predictions(model, task, index, tokens, tokenizer=tokenizer))
 
 
 def byte_copies(
-    model: TitansLM, task: str, n: int, tokens: int = 1024, statement: bool = True
+    model: TitansLM, task: str, n: int, tokens: int = 1024, statement: bool = True, tokenizer: Tokenizer = BYTES
 ) -> dict[str, tuple[int, int]]:
     """(bytes predicted, bytes) for the digits and the letters of the values after their first byte: the bytes
     that a copy gets from what preceded them in the statement, where the first must be found by the question."""
     counts = {"digit": [0, 0], "letter": [0, 0]}
     for i in range(n):
-        for byte, hit in value_predictions(model, task, i, tokens, statement)[1:]:
-            kind = "digit" if chr(byte).isdigit() else "letter" if chr(byte).isalpha() else None
+        for token, hit in value_predictions(model, task, i, tokens, statement, tokenizer)[1:]:
+            text = tokenizer.decode([token])
+            kind = "digit" if text.isdigit() else "letter" if text.isalpha() else None
             if kind:
                 counts[kind][0] += hit
                 counts[kind][1] += 1
     return {kind: (hits, total) for kind, (hits, total) in counts.items()}
 
 
-def ablations(model: TitansLM, tasks: Sequence[str], n: int, tokens: int = 1024) -> list[Ablation]:
+def ablations(
+    model: TitansLM, tasks: Sequence[str], n: int, tokens: int = 1024, tokenizer: Tokenizer = BYTES
+) -> list[Ablation]:
     rows = []
     for task in tasks:
         for name, module in {"nothing": None, **parts(model)}.items():
             with removed(module):
-                hits = sum(value_read(model, task, i, tokens) for i in range(n))
+                hits = sum(value_read(model, task, i, tokens, tokenizer) for i in range(n))
             rows.append(Ablation(task, name, hits, n))
     return rows
 
@@ -128,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bytes", action="store_true", help="copy accuracy of digits and letters instead")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model = MemoryEngine.load(args.model, "cpu").model.eval()
+    engine = MemoryEngine.load(args.model, "cpu")
+    model, tokenizer = engine.model.eval(), engine.tokenizer
     if args.bytes:
         print("| task | digits predicted | letters predicted | without the statement: digits | letters |")
         print("|---|---|---|---|---|")
@@ -136,12 +144,12 @@ def main(argv: list[str] | None = None) -> None:
             cells = [
                 f"{hits} of {total}" + (f" ({hits / total:.2f})" if total else "")
                 for statement in (True, False)
-                for hits, total in byte_copies(model, task, args.n, statement=statement).values()
+                for hits, total in byte_copies(model, task, args.n, statement=statement, tokenizer=tokenizer).values()
             ]
             print(f"| {task} | {' | '.join(cells)} |", flush=True)
         return
     print("| task | removed | value read |\n|---|---|---|")
-    for row in ablations(model, args.tasks.split(","), args.n):
+    for row in ablations(model, args.tasks.split(","), args.n, tokenizer=tokenizer):
         print(f"| {row.task} | {row.removed} | {row.hits} of {row.n} |", flush=True)
 
 

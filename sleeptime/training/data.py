@@ -26,11 +26,13 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Protocol
 
-from sleeptime.models.tokenizer import END, encode_message, encode_prompt, encode_text
+from sleeptime.models.tokenizer import BYTES, Tokenizer
 from sleeptime.training import vocab
 
 SPLITS = ("train", "heldout")
 TASKS = ("chat", "passkey", "recall", "echo")
+# the tasks evaluation knows: the generated ones and the hand-written everyday chats (never trained on)
+EVAL_TASKS = (*TASKS, "everyday")
 # what a held-out sample may be new in, alone (`make_chat_sample(novelty=...)`); for pass keys "attribute" is the
 # wording of the key ("PIN", "vault passkey")
 NOVELTIES = ("attribute", "phrasing", "value")
@@ -1044,8 +1046,13 @@ _MAKERS = {
 
 
 def make_sample(task: str, seed: int, **kwargs) -> Sample:
+    if task == "everyday":
+        # read from tests/data, not generated: imported here so that the generators never touch the file
+        from sleeptime.training.everyday import make_everyday_sample
+
+        return make_everyday_sample(seed, **kwargs)
     if task not in _MAKERS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(EVAL_TASKS)}")
     return _MAKERS[task](seed, **kwargs)
 
 
@@ -1070,19 +1077,23 @@ class EncodedSample:
     queries: tuple[EncodedQuery, ...]
 
 
-def encode_answer(answer_text: str) -> list[int]:
-    return [*encode_text(answer_text), END]
+def encode_answer(answer_text: str, tokenizer: Tokenizer = BYTES) -> list[int]:
+    return [*tokenizer.encode_text(answer_text), tokenizer.end]
 
 
-def encode_sample(sample: Sample) -> EncodedSample:
+def encode_sample(sample: Sample, tokenizer: Tokenizer = BYTES) -> EncodedSample:
     """Token ids of a whole sample. This materialises the history: for long ones stream `iter_history_ids`."""
-    queries = tuple(EncodedQuery(encode_prompt(q.question), encode_answer(q.answer_text)) for q in sample.queries)
-    history_ids = [i for segment in iter_history_ids(sample.history, 1 << 16) for i in segment]
+    queries = tuple(
+        EncodedQuery(tokenizer.encode_prompt(q.question), encode_answer(q.answer_text, tokenizer)) for q in sample.queries
+    )
+    history_ids = [i for segment in iter_history_ids(sample.history, 1 << 16, tokenizer) for i in segment]
     return EncodedSample(history_ids, queries[0].prompt_ids, queries[0].answer_ids, queries)
 
 
-def iter_history_ids(history: Iterable[Mapping[str, str]], segment_tokens: int) -> Iterator[list[int]]:
-    """History token ids in segments of exactly `segment_tokens` (the last one may be shorter).
+def iter_history_ids(
+    history: Iterable[Mapping[str, str]], segment_tokens: int, tokenizer: Tokenizer = BYTES
+) -> Iterator[list[int]]:
+    """History token ids (of `tokenizer`) in segments of exactly `segment_tokens` (the last one may be shorter).
 
     Segments cut at absolute positions, not at message boundaries; memory stays at about one segment.
     """
@@ -1090,7 +1101,7 @@ def iter_history_ids(history: Iterable[Mapping[str, str]], segment_tokens: int) 
         raise ValueError(f"segment_tokens must be >= 1, got {segment_tokens}")
     buffer: list[int] = []
     for message in history:
-        buffer.extend(encode_message(message["role"], message["content"]))
+        buffer.extend(tokenizer.encode_message(message["role"], message["content"]))
         if len(buffer) >= segment_tokens:
             start = 0
             while len(buffer) - start >= segment_tokens:
@@ -1102,7 +1113,8 @@ def iter_history_ids(history: Iterable[Mapping[str, str]], segment_tokens: int) 
 
 
 __all__ = [
-    "HELDOUT_FRACTION", "SPLITS", "TASKS", "Attribute", "ChatDistractors", "EncodedQuery", "EncodedSample", "Event",
+    "EVAL_TASKS", "FORMS", "HELDOUT_FRACTION", "NOVELTIES", "SPLITS", "TASKS", "RichPools", "all_wordings",
+    "rich_pools", "Attribute", "ChatDistractors", "EncodedQuery", "EncodedSample", "Event",
     "FillerDistractors", "History", "PlantedFact", "Pools", "Query", "Sample", "Turn", "all_attributes",
     "all_syllables", "draw_value", "encode_answer", "encode_sample", "iter_history_ids", "iter_samples",
     "make_chat_sample", "make_echo_sample", "make_passkey_sample", "make_recall_sample", "make_sample", "pools", "value_split",

@@ -25,6 +25,7 @@ import torch
 from sleeptime.models.engine import MemoryEngine
 from sleeptime.models.memory import NeuralMemory
 from sleeptime.models.titans import TitansLM
+from sleeptime.models.tokenizer import BYTES, Tokenizer
 from sleeptime.training.data import Sample, make_sample
 from sleeptime.training.evaluate import history_ids
 
@@ -54,9 +55,9 @@ class HeadRetention:
     init_norm: float  # Frobenius norm of the head's learned initial state, which decay fades along with the rest
 
 
-def value_position(ids: np.ndarray, value: str) -> int:
-    """Index of the last token of the first occurrence of `value`'s bytes in the history ids."""
-    pattern = np.frombuffer(value.encode("utf-8"), dtype=np.uint8).astype(ids.dtype)
+def value_position(ids: np.ndarray, value: str, tokenizer: Tokenizer = BYTES) -> int:
+    """Index of the last token of the first occurrence of `value`'s tokens (bytes) in the history ids."""
+    pattern = np.asarray(tokenizer.encode_text(value), dtype=ids.dtype)
     n = len(pattern)
     if n == 0 or len(ids) < n:
         raise ValueError("the value is not in the history")
@@ -68,12 +69,14 @@ def value_position(ids: np.ndarray, value: str) -> int:
 
 
 @torch.no_grad()
-def retention(model: TitansLM, sample: Sample, segment: int = 2048) -> list[HeadRetention]:
+def retention(
+    model: TitansLM, sample: Sample, segment: int = 2048, tokenizer: Tokenizer = BYTES
+) -> list[HeadRetention]:
     """Feed the sample's history through the model and measure, per delta-rule memory head, what happens after
     the value the question asks for is written."""
-    ids = history_ids(sample.history)
-    end = value_position(ids, sample.answer_value)
-    start = end - len(sample.answer_value.encode("utf-8")) + 1
+    ids = history_ids(sample.history, tokenizer)
+    end = value_position(ids, sample.answer_value, tokenizer)
+    start = end - len(tokenizer.encode_text(sample.answer_value)) + 1
     memories = [m for m in model.modules() if isinstance(m, NeuralMemory) and "beta" in m.gate_names]
     if not memories:
         raise ValueError("the model has no delta-rule memory")
@@ -165,9 +168,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=4, help="held-out passkey samples averaged")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    model = MemoryEngine.load(args.model, device="cpu").model
+    engine = MemoryEngine.load(args.model, device="cpu")
+    model = engine.model
     runs = [
-        retention(model, make_sample("passkey", seed, split="heldout", target_tokens=args.tokens, depth=args.depth))
+        retention(
+            model, make_sample("passkey", seed, split="heldout", target_tokens=args.tokens, depth=args.depth),
+            tokenizer=engine.tokenizer,
+        )
         for seed in range(args.samples)
     ]
     print(

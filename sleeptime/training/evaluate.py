@@ -12,7 +12,7 @@ way, with later conversation between the pass and the question.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +21,9 @@ import torch
 from sleeptime.models import tokenizer
 from sleeptime.models.engine import ConsumeStats, MemoryEngine
 from sleeptime.models.titans import split_state
+from sleeptime.models.tokenizer import BYTES, Tokenizer
 from sleeptime.training.data import History, Sample, iter_history_ids, make_sample
+from sleeptime.training.everyday import questions as everyday_questions
 
 DEFAULT_LENGTHS = (4096, 32768, 262144, 1048576, 2097152)
 
@@ -38,6 +40,15 @@ class Cell:
     examples: list[tuple[str, str]] = field(default_factory=list)  # (expected, answered), a few for the report
     # every wrong answer: held-out sample index, planned depth of the statement asked about, expected, answered
     misses: list[dict] = field(default_factory=list)
+    # which kind of held-out sample the cell drew ("novelty=attribute", "wording=PIN"; "" for plain held-out ones)
+    variant: str = ""
+    # the main question's attribute was restated with a new value (updated) or stated once: hits and counts apart
+    updated: list[int] = field(default_factory=lambda: [0, 0])  # [hits, n]
+    not_updated: list[int] = field(default_factory=lambda: [0, 0])  # [hits, n]
+    # what the cell's histories held, summed: the model's tokens and the messages' UTF-8 bytes (`tokens` is the
+    # generator's target, in byte-tokenizer ids)
+    model_tokens: int = 0
+    bytes: int = 0
 
     @property
     def accuracy(self) -> float:
@@ -47,6 +58,10 @@ class Cell:
         """Count held-out sample `index`'s answer: a hit when the value is inside it; a miss is kept whole."""
         hit = sample.answer_value in answer
         self.hits += hit
+        main = sample.queries[0].attribute
+        counts = self.updated if any(f.update for f in sample.facts if f.attribute == main) else self.not_updated
+        counts[0] += hit
+        counts[1] += 1
         self.examples.append((sample.answer_value, answer))
         if not hit:
             self.misses.append(
@@ -58,16 +73,57 @@ class Cell:
             "task": self.task, "tokens": self.tokens, "n": self.n, "hits": self.hits,
             "accuracy": round(self.accuracy, 3), "seconds": round(self.seconds, 1), "first": self.first,
             "examples": self.examples[:3], "misses": self.misses, "split": self.split,
+            "variant": self.variant, "updated": {"hits": self.updated[0], "n": self.updated[1]},
+            "not_updated": {"hits": self.not_updated[0], "n": self.not_updated[1]},
+            "model_tokens": self.model_tokens, "bytes": self.bytes,
         }
 
 
 HELDOUT_SEED = 10_000  # evaluation draws held-out sample i with this seed + i
 
 
-def history_ids(history: History) -> np.ndarray:
-    """A generated history's token ids, streamed from the generator in pieces and joined."""
-    parts = [np.asarray(seg, dtype=np.int32) for seg in iter_history_ids(history, 65536)]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+def variant_label(options: Mapping | None) -> str:
+    return ",".join(f"{k}={v}" for k, v in (options or {}).items())
+
+
+def cell_variants(task: str, novelties: Sequence[str] = (), wordings: Sequence[str] = ()) -> list[dict]:
+    """The sample options of each cell a task gets: one per novelty (chat, passkey) and one per pass-key wording;
+    a single plain held-out cell when none applies (recall, echo, everyday)."""
+    variants = []
+    if task in ("chat", "passkey"):
+        variants += [{"novelty": novelty} for novelty in novelties]
+    if task == "passkey":
+        variants += [{"wording": wording} for wording in wordings]
+    return variants or [{}]
+
+
+def cell_size(task: str, n: int, first: int = 0) -> int:
+    """n, except that the everyday chats hold only so many questions (none is asked twice)."""
+    return max(0, min(n, len(everyday_questions()) - first)) if task == "everyday" else n
+
+
+def draw(task: str, index: int, split: str, tokens: int, options: Mapping | None = None) -> Sample:
+    """Held-out sample `index` of a cell; everyday sample i is the file's i-th question."""
+    seed = index if task == "everyday" else HELDOUT_SEED + index
+    return make_sample(task, seed, split=split, target_tokens=tokens, **(options or {}))
+
+
+def encode_history(history: History, tokenizer: Tokenizer = BYTES) -> tuple[np.ndarray, int]:
+    """A generated history's token ids (streamed from the generator in pieces and joined) and its UTF-8 bytes."""
+    size = 0
+
+    def counted():
+        nonlocal size
+        for message in history:
+            size += len(message["content"].encode("utf-8"))
+            yield message
+
+    parts = [np.asarray(seg, dtype=np.int32) for seg in iter_history_ids(counted(), 65536, tokenizer)]
+    return (np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)), size
+
+
+def history_ids(history: History, tokenizer: Tokenizer = BYTES) -> np.ndarray:
+    return encode_history(history, tokenizer)[0]
 
 
 def replay_ids(history: np.ndarray, stats: ConsumeStats, top: int) -> np.ndarray:
@@ -80,19 +136,24 @@ def replay_ids(history: np.ndarray, stats: ConsumeStats, top: int) -> np.ndarray
 def evaluate_cell(
     engine: MemoryEngine, task: str, tokens: int, n: int, first: int = 0, batch: int = 8,
     max_answer_tokens: int = tokenizer.ANSWER_TOKENS, progress: Callable[[int], None] | None = None, replay: int = 0,
+    options: Mapping | None = None,
 ) -> Cell:
     """replay > 0: after each history, its `replay` most surprising 256-token spans are fed again (one history at
     a time: the spans are per history)."""
     start = time.monotonic()
-    cell = Cell(task, tokens, n, first)
+    n = cell_size(task, n, first)
+    cell = Cell(task, tokens, n, first, variant=variant_label(options))
     if replay:
         batch = 1
     for row in range(0, n, batch):
         rows = range(row, min(n, row + batch))
-        samples = [make_sample(task, HELDOUT_SEED + first + i, split="heldout", target_tokens=tokens) for i in rows]
-        histories = [history_ids(s.history) for s in samples]
+        samples = [draw(task, first + i, "heldout", tokens, options) for i in rows]
+        encoded = [encode_history(s.history, engine.tokenizer) for s in samples]
+        histories = [h for h, _ in encoded]
+        cell.model_tokens += sum(len(h) for h in histories)
+        cell.bytes += sum(size for _, size in encoded)
         length = max(len(h) for h in histories)
-        ids = np.full((len(samples), length), tokenizer.PAD, dtype=np.int64)
+        ids = np.full((len(samples), length), engine.tokenizer.pad, dtype=np.int64)
         for r, h in enumerate(histories):
             ids[r, length - len(h) :] = h
         state = engine.model.initial_state(len(samples))
@@ -119,7 +180,7 @@ def answering_message(sample: Sample) -> dict[str, str]:
 
 def evaluate_reading(
     engine: MemoryEngine, task: str, tokens: int, n: int, first: int = 0, max_answer_tokens: int = tokenizer.ANSWER_TOKENS,
-    split: str = "heldout",
+    split: str = "heldout", options: Mapping | None = None,
 ) -> Cell:
     """The reading ceiling of a cell: each held-out question asked right after the one message that states its
     answer, from an empty memory, so that nothing has to be recalled. A model that misses most questions here will
@@ -127,9 +188,10 @@ def evaluate_reading(
     is not the context its history gives it, so a single sample can go either way.) With split="train" the
     samples come from the training split instead: a model that reads those and not the held-out ones overfits."""
     start = time.monotonic()
-    cell = Cell(task, tokens, n, first, split=split)
+    n = cell_size(task, n, first)
+    cell = Cell(task, tokens, n, first, split=split, variant=variant_label(options))
     for i in range(n):
-        sample = make_sample(task, HELDOUT_SEED + first + i, split=split, target_tokens=tokens)
+        sample = draw(task, first + i, split, tokens, options)
         answer = engine.answer(
             engine.new_state(), sample.question, tail=[answering_message(sample)], max_new_tokens=max_answer_tokens
         )
@@ -141,21 +203,25 @@ def evaluate_reading(
 def evaluate(
     engine: MemoryEngine, tasks: Sequence[str] = ("passkey", "chat"), lengths: Sequence[int] = DEFAULT_LENGTHS,
     n: int = 20, batch: int = 8, on_cell: Callable[[Cell], None] | None = None, replay: int = 0, first: int = 0,
-    reading: bool = False, split: str = "heldout",
+    reading: bool = False, split: str = "heldout", novelties: Sequence[str] = (), wordings: Sequence[str] = (),
 ) -> list[Cell]:
-    """reading: measure each cell's reading ceiling (`evaluate_reading`, on `split`) instead of its recall."""
+    """reading: measure each cell's reading ceiling (`evaluate_reading`, on `split`) instead of its recall.
+    novelties, wordings: cells of those kinds of held-out sample instead of the plain ones (`cell_variants`)."""
     if split != "heldout" and not reading:
         raise ValueError("recall is measured on the held-out split only; split applies to the reading ceiling")
     cells = []
+    if split != "heldout" and (novelties or wordings):
+        raise ValueError("novelties and wordings are kinds of held-out sample: they need split='heldout'")
     for task in tasks:
-        for tokens in lengths:
-            if reading:
-                cell = evaluate_reading(engine, task, tokens, n, first, split=split)
-            else:
-                cell = evaluate_cell(engine, task, tokens, n, first, batch=batch, replay=replay)
-            cells.append(cell)
-            if on_cell:
-                on_cell(cell)
+        for options in cell_variants(task, novelties, wordings):
+            for tokens in lengths:
+                if reading:
+                    cell = evaluate_reading(engine, task, tokens, n, first, split=split, options=options)
+                else:
+                    cell = evaluate_cell(engine, task, tokens, n, first, batch=batch, replay=replay, options=options)
+                cells.append(cell)
+                if on_cell:
+                    on_cell(cell)
     return cells
 
 
@@ -200,12 +266,12 @@ def evaluate_rehearsal(
     start = time.monotonic()
     hits = {"precomputed": 0, "plain": 0, "rehearsed": 0}
     examples = []
-    for i in range(n):
-        sample = make_sample(task, HELDOUT_SEED + first + i, split="heldout", target_tokens=tokens)
+    for i in range(cell_size(task, n, first)):
+        sample = draw(task, first + i, "heldout", tokens)
         state = engine.model.initial_state(1)
-        state, _ = engine.consume(state, torch.from_numpy(history_ids(sample.history)[None, :]))
+        state, _ = engine.consume(state, torch.from_numpy(history_ids(sample.history, engine.tokenizer)[None, :]))
         precomputed = engine.answer(state, sample.question, max_new_tokens=max_answer_tokens)
-        later = torch.from_numpy(history_ids(later_history(sample, after))[None, :])
+        later = torch.from_numpy(history_ids(later_history(sample, after), engine.tokenizer)[None, :])
         rehearsed_state, _ = engine.rehearse(state, [(sample.question, precomputed)])
         # consume returns a new state and leaves its input as it was, so both branches start from `state`
         plain_state, _ = engine.consume(state, later)
@@ -222,11 +288,13 @@ def evaluate_rehearsal(
 
 
 def pooled(cells: Sequence[dict]) -> dict[tuple[str, int], tuple[int, int]]:
-    """(task, tokens) -> (hits, n) summed over cells: the parts of a cell split across processes (`first`) are one."""
+    """(task, tokens) -> (hits, n) summed over cells: the parts of a cell split across processes (`first`) are one.
+    A cell of a variant counts under "task[variant]"."""
     totals: dict[tuple[str, int], tuple[int, int]] = {}
     for c in cells:
-        hits, n = totals.get((c["task"], c["tokens"]), (0, 0))
-        totals[c["task"], c["tokens"]] = (hits + c["hits"], n + c["n"])
+        task = f"{c['task']}[{c['variant']}]" if c.get("variant") else c["task"]
+        hits, n = totals.get((task, c["tokens"]), (0, 0))
+        totals[task, c["tokens"]] = (hits + c["hits"], n + c["n"])
     return totals
 
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sleeptime.models import tokenizer
 from sleeptime.models.engine import MemoryEngine
 from sleeptime.models.titans import TitansLM
+from sleeptime.models.tokenizer import BYTES, Tokenizer
 from sleeptime.training.ablate import answer_value_predictions
 from sleeptime.training.data import Sample, make_sample
 from sleeptime.training.evaluate import HELDOUT_SEED
@@ -63,18 +63,21 @@ def shared_context(sample: Sample) -> int:
     return best
 
 
-def value_hits(model: TitansLM, sample: Sample) -> list[bool]:
-    """Teacher-forced through the sample's whole history: for each byte of the value, was it the top prediction?"""
+def value_hits(model: TitansLM, sample: Sample, tokenizer: Tokenizer = BYTES) -> list[bool]:
+    """Teacher-forced through the sample's whole history: for each token (byte) of the value, was it the top
+    prediction?"""
     prompt = tokenizer.encode_messages(sample.history) + tokenizer.encode_prompt(sample.question)
-    return [hit for _, hit in answer_value_predictions(model, prompt, sample)]
+    return [hit for _, hit in answer_value_predictions(model, prompt, sample, tokenizer)]
 
 
-def probe(model: TitansLM, task: str, n: int, tokens: int, first: int = 0, **options) -> Probe:
+def probe(
+    model: TitansLM, task: str, n: int, tokens: int, first: int = 0, tokenizer: Tokenizer = BYTES, **options
+) -> Probe:
     """`options` go to the task's generator (e.g. n_facts, update_prob, answer_style for chat)."""
     result = Probe(task)
     for i in range(first, first + n):
         sample = make_sample(task, HELDOUT_SEED + i, split="heldout", target_tokens=tokens, **options)
-        hits = value_hits(model, sample)
+        hits = value_hits(model, sample, tokenizer)
         result.n += 1
         result.exact += all(hits)
         result.first += hits[0]
@@ -108,14 +111,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model = MemoryEngine.load(args.model, "cpu").model.eval()
+    engine = MemoryEngine.load(args.model, "cpu")
+    model = engine.model.eval()
     chat = {"answer_style": args.answer_style} if args.answer_style else {}
     if args.facts is not None:
         chat |= {"n_facts": args.facts} | ({"update_prob": 0.0} if args.facts == 1 else {})
     rows = []
     print("| task | value exact | first byte | later bytes |\n|---|---|---|---|")
     for task in args.tasks.split(","):
-        row = probe(model, task, args.n, args.tokens, **(chat if task == "chat" else {}))
+        row = probe(model, task, args.n, args.tokens, tokenizer=engine.tokenizer, **(chat if task == "chat" else {}))
         rows.append(row)
         rest = f"{row.rest / row.rest_total:.2f}" if row.rest_total else "-"
         print(f"| {task} | {row.exact} of {row.n} | {row.first} of {row.n} | {rest} |", flush=True)

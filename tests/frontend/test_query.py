@@ -111,6 +111,18 @@ def test_cap_tail_keeps_the_end_of_one_huge_message():
     assert cap_tail([], 10) == []
 
 
+def test_cap_tail_counts_the_models_subwords(tiny_bpe):
+    now = datetime.now(timezone.utc)
+    records = [MessageRecord(i, "user", f"message number {i}, café 😀", 0, now) for i in range(6)]
+    size = len(tiny_bpe.encode_message("user", records[0].content))
+    kept = cap_tail(records, 2 * size + 1, tiny_bpe)
+    assert kept == [{"role": "user", "content": r.content} for r in records[-2:]]
+    huge = MessageRecord(1, "user", "x y z " * 100 + "the tail end 😀", 0, now)
+    [end] = cap_tail([huge], 10, tiny_bpe)
+    assert huge.content.endswith(end["content"]) and len(tiny_bpe.encode_text(end["content"])) <= 8
+    assert len(tiny_bpe.encode_text(huge.content[-len(end["content"]) - 1 :])) > 8
+
+
 def test_a_corrupt_head_falls_back_to_the_previous_version(app, queries, spy, corrupt_checkpoint):
     app.ingest("c", messages(2))
     app.consolidate("c")

@@ -183,3 +183,58 @@ def test_rehearsal_skips_empty_answers(make_app, monkeypatch):
     meta = app.consolidate("c").checkpoint.meta
     exchange = [{"role": "user", "content": "What is my name?"}, {"role": "assistant", "content": "Ada"}]
     assert meta["rehearsed_tokens"] == len(encode_messages(exchange))
+
+
+@pytest.fixture
+def bpe_app(store, tiny_bpe_engine, tiny_bpe_model_path):
+    """An App over a tiny model with a subword tokenizer; no rehearsal, so passes only consume messages."""
+    from sleeptime.app import App
+    from sleeptime.settings import load_settings
+
+    url = store.url.render_as_string(hide_password=False)
+    settings = load_settings(db=url, model=str(tiny_bpe_model_path), device="cpu", rehearse=False)
+    return App(settings, store=store, engine=tiny_bpe_engine)
+
+
+def test_with_a_subword_model_counts_are_its_tokens_and_bytes(bpe_app, store, tiny_bpe):
+    messages = [{"role": "user", "content": "my name is Ada, café 😀"}, *transcript(6)]
+    bpe_app.ingest("c", messages)
+    stored = store.messages_after("c", 0)
+    assert [m.n_tokens for m in stored] == [len(tiny_bpe.encode_message(m.role, m.content)) for m in stored]
+    result = bpe_app.consolidate("c")
+    assert result.tokens == result.checkpoint.meta["tokens"] == sum(m.n_tokens for m in stored)
+    assert result.bytes == result.checkpoint.meta["bytes"] == sum(len(m["content"].encode()) for m in messages)
+    assert result.tokens < result.bytes
+
+
+def test_with_a_subword_model_incremental_passes_equal_one_pass(bpe_app, tiny_bpe_engine, monkeypatch):
+    history = transcript(40, seed=7)
+    bpe_app.ingest("whole", history)
+    whole = bpe_app.consolidate("whole").checkpoint
+    # the same messages in three passes, fed in smaller pieces
+    monkeypatch.setattr(job, "FEED_TOKENS", 96)
+    for part in (history[:5], history[5:23], history[23:]):
+        bpe_app.ingest("parts", part)
+        last = bpe_app.consolidate("parts").checkpoint
+    assert last.version == 3 and last.cursor_seq == whole.cursor_seq == 40
+    assert last.meta["tokens"] < whole.meta["tokens"]
+    # fp32 sums in another order: equal to 1e-5, as incremental and one-shot calls of the model are (docs/model.md)
+    one, parts = (load(bpe_app.store.load_checkpoint(c, v).payload) for c, v in (("whole", 1), ("parts", 3)))
+    assert one.keys() == parts.keys()
+    diffs = [float((one[k].double() - parts[k].double()).abs().max()) for k in one if one[k].numel()]
+    assert max(diffs) <= 1e-5
+    # and by hand, the whole history in the model's tokens
+    state, _ = tiny_bpe_engine.consume(tiny_bpe_engine.new_state(), tiny_bpe_engine.tokenizer.encode_messages(history))
+    assert tiny_bpe_engine.encode_state(state) == bpe_app.store.load_checkpoint("whole", 1).payload
+
+
+def test_ingest_reads_the_models_tokenizer_without_the_model(store, tiny_bpe, tiny_bpe_model_path):
+    from sleeptime.app import App
+    from sleeptime.settings import load_settings
+
+    url = store.url.render_as_string(hide_password=False)
+    app = App(load_settings(db=url, model=str(tiny_bpe_model_path), device="cpu"), store=store)
+    app.ingest("c", [{"role": "user", "content": "hello there, the code is 4821"}])
+    assert app._engine is None and app.tokenizer.digest == tiny_bpe.digest
+    [message] = store.messages_after("c", 0)
+    assert message.n_tokens == len(tiny_bpe.encode_message("user", "hello there, the code is 4821"))

@@ -94,3 +94,27 @@ def test_parts_of_a_cell_pool_into_one(tmp_path):
     pytest.importorskip("matplotlib", reason="the plot needs matplotlib (the bench extra)")
     plot({"model": parts}, str(tmp_path / "recall.png"))
     assert (tmp_path / "recall.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_runs_end_to_end_with_a_subword_model(tiny_bpe_model_path, tiny_bpe_engine):
+    import json
+
+    from typer.testing import CliRunner
+
+    from sleeptime.cli import app
+    from sleeptime.training.evaluate import evaluate_cell, history_ids
+
+    args = ["eval", "--model", str(tiny_bpe_model_path), "--tasks", "passkey,chat", "--lengths", "300", "--n", "3",
+            "--batch", "2", "--device", "cpu", "--threads", "1", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    cells = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    assert [(c["task"], c["n"]) for c in cells] == [("passkey", 3), ("chat", 3)]
+    # the histories went in as the model's subwords: fewer tokens than bytes
+    assert all(0 < c["model_tokens"] < c["bytes"] for c in cells)
+    # a batch of histories of unequal lengths is left-padded with the model's PAD; each row's answer is its own
+    cell = evaluate_cell(tiny_bpe_engine, "chat", 300, n=2, batch=2, max_answer_tokens=4)
+    alone = [evaluate_cell(tiny_bpe_engine, "chat", 300, n=1, first=i, max_answer_tokens=4) for i in range(2)]
+    samples = [make_sample("chat", 10_000 + i, split="heldout", target_tokens=300) for i in range(2)]
+    assert cell.model_tokens == sum(len(history_ids(s.history, tiny_bpe_engine.tokenizer)) for s in samples)
+    assert [e for e, _ in cell.examples] == [e for c in alone for e, _ in c.examples]

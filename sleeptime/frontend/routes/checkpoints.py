@@ -77,5 +77,6 @@ def consolidate(
         published=result.published,
         checkpoint=_out(result.checkpoint, head),
         tokens=result.tokens,
+        bytes=result.bytes,
         messages=result.messages,
     )
