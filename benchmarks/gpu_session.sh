@@ -20,6 +20,8 @@
 #       TRAIN_ARGS_B="--init-from checkpoints/echo-first/model.safetensors --conv-width 16" EVAL_N=0 BENCH_SEGMENTS=
 #   ... TRAIN_ARGS="--init-from checkpoints/lookup-gpu/model.safetensors --conv-width 16 --answer-style restate"
 #       # on from the last lease's model (docs/model.md, "A GPU lease")
+#   ... PRESET=lineage RESUME=checkpoints/lineage DATA_WORKERS=12 WHEELS=.whl KERNEL_ARGS="--delta-only ..." \
+#       EVAL_N=0 BENCH_SEGMENTS=   # the live lineage, resumed in place; its files come back to be committed
 #   OUT=/tmp/s DEVICE=cpu PRESET=tiny KERNELS=0 TRAIN_MINUTES=0.1 EVAL_N=2 EVAL_LENGTHS=1024 \
 #       BENCH_TOKENS=4096 bash benchmarks/gpu_session.sh  # smoke test on the CPU (tests/benchmarks)
 #
@@ -46,6 +48,12 @@ TRAIN_ARGS=${TRAIN_ARGS:-}  # e.g. "--init-from sleeptime/models/shipped/demo.sa
 TRAIN_ARGS_B=${TRAIN_ARGS_B:-}  # a second run side by side; empty: none
 PYTHON=${PYTHON:-python3}
 RUN=${RUN:-$(mktemp -d)/run}  # optimizer state stays here: only the model comes back
+# a run folder to resume in place (the live lineage, checkpoints/lineage): it trains there with a compact optimizer,
+# and its model, tokenizer, optimizer and config come back beside the log, to be committed
+RESUME=${RESUME:-}
+DATA_WORKERS=${DATA_WORKERS:-0}  # processes drawing batches (train --data-workers): a GPU outruns one thread
+WHEELS=${WHEELS:-}  # a folder of wheels to install first (fla-core: nothing can be downloaded on a lease)
+[ -z "$RESUME" ] || RUN=$RESUME
 
 OUT=$(mkdir -p "$OUT" && cd "$OUT" && pwd)
 cd "$(dirname "$0")/.."
@@ -65,6 +73,11 @@ step() {  # step NAME COMMAND...: run it with its stderr in the log, remember a 
 if [ "$DEVICE" = cuda ]; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >>"$OUT/session.log" 2>&1
 fi
+if [ -n "$WHEELS" ]; then
+    site=$(mktemp -d)
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$WHEELS"/*.whl \
+        >>"$OUT/session.log" 2>&1 && export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 "$PYTHON" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" \
     >>"$OUT/session.log" 2>&1
 
@@ -83,9 +96,13 @@ if [ -n "$BUDGET_S" ]; then
     TRAIN_MINUTES=$("$PYTHON" -c "print(round(max(0.5, ($BUDGET_S - $SECONDS - $EVAL_RESERVE_S) / 60), 2))")
     say "training for $TRAIN_MINUTES minutes ($SECONDS s of $BUDGET_S spent)"
 fi
+# a time-boxed run anneals by the clock; the lineage keeps its schedule's steps (long, so its rate stays near the
+# peak: a shipped model is a short annealed branch of it), and saves a compact optimizer
+options="--anneal-by-clock"
+[ -z "$RESUME" ] || options="--compact-optimizer"
 train() {  # train RUN_FOLDER EXTRA_ARGS: the preset for TRAIN_MINUTES on DEVICE
     env SLEEPTIME_KERNELS="$train_kernels" "$PYTHON" -m sleeptime train --preset "$PRESET" --device "$DEVICE" \
-        --max-minutes "$TRAIN_MINUTES" --anneal-by-clock --out "$1" $2 >/dev/null  # unquoted: several arguments
+        --max-minutes "$TRAIN_MINUTES" --data-workers "$DATA_WORKERS" $options --out "$1" $2 >/dev/null  # unquoted
 }
 runs=("$RUN")
 if [ -n "$TRAIN_ARGS_B" ]; then
@@ -102,6 +119,10 @@ for run in "${runs[@]}"; do
     suffix=${run#"$RUN"}  # "" or "_b"
     cp "$run/model.safetensors" "$OUT/model$suffix.safetensors" 2>>"$OUT/session.log" || failed=1
     cp "$run/train.log.jsonl" "$OUT/train$suffix.log.jsonl" 2>>"$OUT/session.log" || failed=1
+    if [ -n "$RESUME" ] && [ -z "$suffix" ]; then  # the lineage's other files, to be committed
+        cp "$run/optimizer.safetensors" "$run/config.json" "$OUT/" 2>>"$OUT/session.log" || failed=1
+        [ ! -e "$run/model.tokenizer.json" ] || cp "$run/model.tokenizer.json" "$OUT/"
+    fi
     [ "$EVAL_N" -gt 0 ] || continue
     step reading timeout 60 "$PYTHON" -m sleeptime eval --model "$OUT/model$suffix.safetensors" --device "$DEVICE" \
         --reading --tasks chat,passkey --lengths 1024 --n "$EVAL_N" --json >>"$OUT/reading.jsonl"

@@ -92,3 +92,21 @@ def test_python_dash_m_runs_the_cli():
         [sys.executable, "-m", "sleeptime", "--version"], capture_output=True, text=True, timeout=60, check=False
     )
     assert proc.returncode == 0 and proc.stdout.strip()
+
+
+def test_a_resumed_run_trains_in_place_and_its_files_come_back(tmp_path):
+    """RESUME: the live lineage's folder trains where it is (a second session goes on from the first's step), and
+    its optimizer (compact) and config come back with the model, ready to be committed."""
+    run = tmp_path / "lineage"
+    for session in ("first", "second"):
+        out = tmp_path / session
+        proc = run_session(out, RESUME=str(run), DATA_WORKERS="1", EVAL_N="0", BENCH_SEGMENTS="")
+        assert proc.returncode == 0, proc.stderr + (out / "session.log").read_text()
+        assert {p.name for p in out.iterdir()} == {
+            "session.log", "model.safetensors", "train.log.jsonl", "optimizer.safetensors", "config.json"
+        }
+    steps = [json_lines(tmp_path / s / "train.log.jsonl")[-1]["step"] for s in ("first", "second")]
+    assert 1 <= steps[0] < steps[1]
+    from safetensors.torch import load_file
+
+    assert not any(k.endswith(".exp_avg") for k in load_file(str(tmp_path / "second" / "optimizer.safetensors")))
