@@ -267,7 +267,10 @@ def train_cmd(
 @app.command("eval")
 def eval_cmd(
     model: Annotated[str, typer.Option(envvar="SLEEPTIME_MODEL", help="Shipped model name or model file.")] = "demo",
-    tasks: Annotated[str, typer.Option(help="Comma-separated: passkey, chat, recall, echo.")] = "passkey,chat",
+    tasks: Annotated[
+        str, typer.Option(help="Comma-separated: passkey, chat, recall, echo, everyday (the hand-written chats; "
+                          "length 0 asks them bare).")
+    ] = "passkey,chat",
     lengths: Annotated[
         str, typer.Option(help="Comma-separated history lengths in tokens.")
     ] = "4096,32768,262144,1048576,2097152",
@@ -290,13 +293,28 @@ def eval_cmd(
     split: Annotated[
         str, typer.Option(help="heldout, or train with --reading: does the model read its training samples only?")
     ] = "heldout",
+    novelty: Annotated[
+        str, typer.Option(help="Comma-separated attribute, phrasing, value: one cell per kind of held-out sample "
+                          "(only that part new, the rest from training; for passkey, attribute is the wording).")
+    ] = "",
+    wordings: Annotated[
+        str, typer.Option(help="Pass-key wordings, comma-separated, or 'all': one passkey cell per wording.")
+    ] = "",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per cell.")] = False,
 ):
     """Recall accuracy against history length, through consolidation and answering, on held-out data."""
     from sleeptime.models.engine import MemoryEngine
     from sleeptime.runtime import tune_process
+    from sleeptime.training.data import NOVELTIES, all_wordings
     from sleeptime.training.evaluate import evaluate, evaluate_rehearsal
     from sleeptime.training.evaluate import plot as plot_cells
+
+    novelty_list = [x for x in novelty.split(",") if x]
+    wording_list = list(all_wordings()) if wordings == "all" else [w.strip() for w in wordings.split(",") if w.strip()]
+    if set(novelty_list) - set(NOVELTIES):
+        raise SleeptimeError(f"--novelty takes some of {', '.join(NOVELTIES)}, got {novelty!r}")
+    if (novelty_list or wording_list) and (rehearse_after or split != "heldout"):
+        raise SleeptimeError("--novelty and --wordings draw held-out samples for recall or --reading only")
 
     if reading and (rehearse_after or replay):
         raise SleeptimeError("--reading asks without consolidating a history: it takes no --rehearse-after or --replay")
@@ -327,16 +345,19 @@ def eval_cmd(
     what = "reading ceiling" if reading else "recall"
     data = "training" if split == "train" else "held-out"
     table = Table(title=f"{what} on {data} data, model {engine.model_id}")
-    for col in ("task", "history tokens", "n", "accuracy", "seconds"):
+    for col in ("task", "history tokens", "n", "accuracy", "updated", "not updated", "seconds"):
         table.add_column(col)
 
     def on_cell(cell) -> None:
         if as_json:
             print_json(cell.to_dict())
-        table.add_row(cell.task, str(cell.tokens), str(cell.n), f"{cell.accuracy:.2f}", f"{cell.seconds:.0f}")
+        label = f"{cell.task} [{cell.variant}]" if cell.variant else cell.task
+        apart = [f"{hits}/{count}" for hits, count in (cell.updated, cell.not_updated)]
+        table.add_row(label, str(cell.tokens), str(cell.n), f"{cell.accuracy:.2f}", *apart, f"{cell.seconds:.0f}")
 
     cells = evaluate(
-        engine, task_list, length_list, n, batch, on_cell, replay=replay, first=first, reading=reading, split=split
+        engine, task_list, length_list, n, batch, on_cell, replay=replay, first=first, reading=reading, split=split,
+        novelties=novelty_list, wordings=wording_list,
     )
     if plot:
         plot_cells({engine.model_id: [c.to_dict() for c in cells]}, plot)

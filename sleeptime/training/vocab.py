@@ -801,7 +801,7 @@ PASSKEY_WORDINGS_EXTRA = (
 KEY_NEEDLE_FAMILIES: dict[str, tuple[str, ...]] = {
     "is": ("The {key} is {value}. Hold on to it.", "Today's {key} is {value}."),
     "first": ("{value} is the {key}. Don't lose it.", "{value} - that is the {key}."),
-    "colon": ("{key}: {value}", "{key} = {value}, keep it."),
+    "colon": ("{key}: {value}. That is all.", "{key} = {value}, keep it."),
     "memorise": ("Remember the {key} {value} for later.", "Please memorise the {key}, which is {value}."),
     "given": ("You have been given the {key}: {value}.", "I was handed the {key} {value} today."),
     "use": ("Use {value} as the {key}.", "Enter {value} when asked for the {key}."),
