@@ -188,6 +188,10 @@ def train_cmd(
     max_minutes: Annotated[float | None, typer.Option(help="Stop (resumably) after this long.")] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads (CPU).")] = None,
     init_from: Annotated[str | None, typer.Option(help="Start a new run from this model file's weights.")] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="Train over the subwords of this BPE file (python -m sleeptime.training.bpe); "
+                                 "default bytes. A resumed run or --init-from must have the same.")
+    ] = None,
     write_penalty: Annotated[
         float | None, typer.Option(min=0, help="Override the recipe's penalty on the memory's write strength.")
     ] = None,
@@ -229,7 +233,7 @@ def train_cmd(
 
     from sleeptime.models.engine import pick_device
     from sleeptime.runtime import tune_process
-    from sleeptime.training.train import check_run_options, train, with_overrides
+    from sleeptime.training.train import check_run_options, train, with_overrides, with_tokenizer
     from sleeptime.training.train import preset as make_preset
 
     tune_process(threads)
@@ -239,6 +243,7 @@ def train_cmd(
             decay_floor=decay_floor, novel_values=novel_values, window=window,
             conv_width=conv_width, answer_style=answer_style, value_weight=value_weight,
         )
+        cfg = with_tokenizer(cfg, tokenizer)
         dev = pick_device(device)
         check_run_options(cfg, max_minutes, anneal_by_clock, start_stage, recipe=f"preset {preset}")
     except ValueError as exc:

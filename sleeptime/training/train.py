@@ -10,11 +10,17 @@ Loss: cross-entropy on the answer bytes (those of the expected value weighted `v
 other bytes), plus `lm_weight` times the mean next-byte loss elsewhere, plus
 `write_penalty` times the mean write strength of the delta-rule memories (sparse writes: see `write_strengths`).
 Checkpoints (model and optimizer, safetensors) are written every `save_every` steps; a run resumes from them.
+
+Tokens are bytes, or the subwords of a BPE (`TrainConfig.tokenizer`, a file from `python -m
+sleeptime.training.bpe`): the model's vocabulary is then the tokenizer's, the batch and the backpropagated `window`
+count its tokens (history lengths stay in the generator's own unit, byte-tokenizer ids), and every saved model has
+the tokenizer file beside it.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import logging
 import math
@@ -31,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from sleeptime import SleeptimeError
 from sleeptime.models import checkpoint, tokenizer
 from sleeptime.models.memory import MemoryConfig, NeuralMemory
 from sleeptime.models.titans import ModelConfig, TitansLM
@@ -68,6 +75,7 @@ class TrainConfig:
     prefix_segment: int = 2048  # tokens per no-grad call while streaming a long prefix
     save_every: int = 50
     seed: int = 0
+    tokenizer: str = ""  # a BPE tokenizer file (bpe.py), or "" for bytes
 
     @property
     def total_steps(self) -> int:
@@ -334,9 +342,26 @@ def with_overrides(
     return cfg
 
 
-def make_batch(stage: Stage, rng: random.Random, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids [B, L] and answer mask [B, L]: 1 where the token is an answer byte, 2 where it is a byte of the
-    expected value inside the answer (what exact match scores); rows are left-padded."""
+@functools.cache
+def load_tokenizer(file: str) -> tokenizer.Tokenizer:
+    """A run's tokenizer: the BPE in `file`, or bytes for "" (cached: batch workers load it once)."""
+    return tokenizer.BPETokenizer.from_file(file) if file else tokenizer.BYTES
+
+
+def with_tokenizer(cfg: TrainConfig, file: str | None) -> TrainConfig:
+    """The recipe over the subwords of the BPE in `file` (None or "": unchanged): the model's vocabulary becomes
+    the tokenizer's, rounded up to a multiple of 64. ValueError for a file that is not a tokenizer."""
+    if not file:
+        return cfg
+    size = load_tokenizer(file).vocab_size
+    return replace(cfg, tokenizer=file, model=replace(cfg.model, vocab_size=size + (-size % 64)))
+
+
+def make_batch(
+    stage: Stage, rng: random.Random, split: str = "train", tok: tokenizer.Tokenizer = tokenizer.BYTES
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids [B, L] of `tok` and answer mask [B, L]: 1 where the token is an answer token, 2 where it carries
+    part of the expected value inside the answer (what exact match scores); rows are left-padded with tok.pad."""
     tasks, weights = zip(*stage.tasks.items())
     lengths = stage.history_tokens if isinstance(stage.history_tokens, tuple) else (stage.history_tokens,)
     target = rng.choice(lengths)
@@ -345,14 +370,17 @@ def make_batch(stage: Stage, rng: random.Random, split: str = "train") -> tuple[
         task = rng.choices(tasks, weights)[0]
         options = stage.task_options.get(task, {})
         sample = make_sample(task, rng.randrange(2**31), split=split, target_tokens=target, **options)
-        history = [i for m in sample.history for i in tokenizer.encode_message(m["role"], m["content"])]
-        prompt = tokenizer.encode_prompt(sample.question)
-        answer = encode_answer(sample.answer_text)
-        value = sample.answer_value.encode("utf-8")
-        at = bytes(answer[:-1]).find(value)  # the answer text states the value; its bytes are what recall is about
-        rows.append((history + prompt, answer, at, len(value)))
+        history = tok.encode_messages(sample.history)
+        prompt = tok.encode_prompt(sample.question)
+        answer = encode_answer(sample.answer_text, tok)
+        # the answer text states the value; the tokens that carry it are what recall is about
+        start = sample.answer_text.find(sample.answer_value)
+        end = start + len(sample.answer_value)
+        inside = [i for i, (a, b) in enumerate(tok.char_spans(sample.answer_text)) if a < end and b > start]
+        at, n = (inside[0], len(inside)) if start >= 0 and inside else (-1, 0)
+        rows.append((history + prompt, answer, at, n))
     length = max(len(h) + len(a) for h, a, _, _ in rows)
-    ids = torch.full((len(rows), length), tokenizer.PAD, dtype=torch.long)
+    ids = torch.full((len(rows), length), tok.pad, dtype=torch.long)
     is_answer = torch.zeros(len(rows), length, dtype=torch.uint8)
     for r, (head, answer, at, n) in enumerate(rows):
         seq = head + answer
@@ -408,8 +436,10 @@ def batch_loss(
     lm_weight: float,
     write_penalty: float = 0.0,
     value_weight: float = 1.0,
+    pad: int = tokenizer.PAD,
 ) -> tuple[torch.Tensor, float]:
-    """Loss over the backpropagated window and the teacher-forced exact match of the expected values."""
+    """Loss over the backpropagated window and the teacher-forced exact match of the expected values; `pad` is
+    the tokenizer's padding id."""
     B, L = ids.shape
     state = model.initial_state(B)
     start = 0 if window <= 0 or window >= L else L - window
@@ -423,20 +453,20 @@ def batch_loss(
     with write_strengths(model) if write_penalty else nullcontext([]) as writes:
         logits, _, _ = model(inputs, state)
     nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # [B, T]
-    other = ~answer & (targets != tokenizer.PAD)
+    other = ~answer & (targets != pad)
     # the value's bytes decide exact match and are a few of the answer's; value_weight > 1 puts the loss on them
     weight = answer.float() + (value_weight - 1.0) * value.float()
     loss = (nll * weight).sum() / weight.sum().clamp_min(1) + lm_weight * (nll * other).sum() / other.sum().clamp_min(1)
     if write_penalty and writes:
-        loss = loss + write_penalty * mean_write(writes, inputs != tokenizer.PAD)
+        loss = loss + write_penalty * mean_write(writes, inputs != pad)
     with torch.no_grad():
         right = (logits.argmax(-1) == targets) | ~value
         exact = right.all(dim=1).float().mean().item()
     return loss, exact
 
 
-def _draw_batch(stage: Stage, seed: str) -> tuple[torch.Tensor, torch.Tensor]:
-    return make_batch(stage, random.Random(seed))
+def _draw_batch(stage: Stage, seed: str, tokenizer_file: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    return make_batch(stage, random.Random(seed), tok=load_tokenizer(tokenizer_file))
 
 
 class BatchSource:
@@ -444,8 +474,10 @@ class BatchSource:
     next batch while the device works on this one). With workers, that many processes keep 2 x workers batches in
     flight, the n-th of the run from its own seed: a GPU step outruns the pure-Python generator several times over."""
 
-    def __init__(self, rng: random.Random, seed: str, workers: int = 0):
+    def __init__(self, rng: random.Random, seed: str, workers: int = 0, tokenizer_file: str = ""):
         self.rng, self.seed, self.workers = rng, seed, workers
+        # workers get the file, not the tokenizer object, and load it once each
+        self.tokenizer_file = tokenizer_file
         # spawn, not fork: the parent may hold a CUDA context, which a forked child must not inherit
         self.pool: Executor = (
             ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers
@@ -459,7 +491,10 @@ class BatchSource:
             self.queue.popleft()[1].cancel()
         while len(self.queue) < max(2, 2 * self.workers):
             # one thread draws in order from the shared rng; processes draw each batch from its own seed
-            job = (_draw_batch, stage, f"{self.seed}-{self.drawn}") if self.workers else (make_batch, stage, self.rng)
+            job = (
+                (_draw_batch, stage, f"{self.seed}-{self.drawn}", self.tokenizer_file) if self.workers
+                else (make_batch, stage, self.rng, "train", load_tokenizer(self.tokenizer_file))
+            )
             self.queue.append((stage_index, self.pool.submit(*job)))
             self.drawn += 1
         return self.queue.popleft()[1].result()
@@ -477,11 +512,16 @@ def _lr(cfg: TrainConfig, step: int, clock: float = 0.0) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def _save(out: Path, model: TitansLM, opt: torch.optim.Optimizer, progress: dict, compact: bool = False) -> None:
-    """The model and optimizer files of a run. compact: the optimizer as the tree keeps a live lineage's (25 MB in
-    all): second moments in bf16, first moments left out (a resumed run rebuilds them within tens of steps)."""
-    tmp_model, tmp_opt = out / "model.safetensors.tmp", out / "optimizer.safetensors.tmp"
-    checkpoint.save_model(model, tmp_model, step=progress["step"], extra={"progress": progress})
+def _save(
+    out: Path, model: TitansLM, opt: torch.optim.Optimizer, progress: dict, compact: bool = False,
+    tok: tokenizer.Tokenizer = tokenizer.BYTES,
+) -> None:
+    """The model and optimizer files of a run, and a BPE's file beside the model. compact: the optimizer as the tree
+    keeps a live lineage's (25 MB in all): second moments in bf16, first moments left out (a resumed run rebuilds
+    them within tens of steps)."""
+    # the tmp model's name ends in .safetensors: save_model puts a tokenizer file beside it as model.tmp.tokenizer.json
+    tmp_model, tmp_opt = out / "model.tmp.safetensors", out / "optimizer.safetensors.tmp"
+    checkpoint.save_model(model, tmp_model, step=progress["step"], extra={"progress": progress}, tokenizer=tok)
     tensors = {}
     for i, (p, s) in enumerate((p, opt.state[p]) for g in opt.param_groups for p in g["params"]):
         for key, value in s.items():
@@ -492,15 +532,40 @@ def _save(out: Path, model: TitansLM, opt: torch.optim.Optimizer, progress: dict
                 value = value.to(torch.bfloat16)
             tensors[f"{i}.{key}"] = value.contiguous()
     save_file(tensors, str(tmp_opt), metadata={"progress": json.dumps(progress)})
-    # rename last, so that a kill mid-save leaves the previous checkpoint whole
+    # rename last, so that a kill mid-save leaves the previous checkpoint whole (a run's tokenizer never changes, so
+    # its file may go first)
     tmp_opt.replace(out / "optimizer.safetensors")
+    if tok.digest is not None:
+        tokenizer.tokenizer_path(tmp_model).replace(tokenizer.tokenizer_path(out / "model.safetensors"))
     tmp_model.replace(out / "model.safetensors")
 
 
-def _resume(out: Path, model: TitansLM, opt: torch.optim.Optimizer) -> dict | None:
+class TokenizerMismatch(SleeptimeError, ValueError):
+    """A run resumed, or started from weights, with another tokenizer than the weights were trained with."""
+
+
+def check_tokenizer(path: Path, tok: tokenizer.Tokenizer, what: str) -> None:
+    """TokenizerMismatch unless the model file at `path` was trained with `tok`."""
+    from safetensors import safe_open
+
+    # any weights file: one with no metadata (bare weights) was trained with bytes
+    with safe_open(str(path), "pt") as f:
+        theirs = (f.metadata() or {}).get("tokenizer")
+    if theirs != tok.digest:
+        said = {None: "bytes"}
+        raise TokenizerMismatch(
+            f"{what} {path} was trained with {said.get(theirs, 'the BPE ' + str(theirs)[:12])}, this run uses "
+            f"{said.get(tok.digest, 'the BPE ' + str(tok.digest)[:12])}; pass the same --tokenizer"
+        )
+
+
+def _resume(
+    out: Path, model: TitansLM, opt: torch.optim.Optimizer, tok: tokenizer.Tokenizer = tokenizer.BYTES
+) -> dict | None:
     model_file, opt_file = out / "model.safetensors", out / "optimizer.safetensors"
     if not (model_file.exists() and opt_file.exists()):
         return None
+    check_tokenizer(model_file, tok, "the run in")
     model.load_state_dict(load_file(str(model_file)))
     saved = load_file(str(opt_file))
     for i, p in enumerate(p for g in opt.param_groups for p in g["params"]):
@@ -579,6 +644,9 @@ def train(
     A step whose loss is not finite is skipped (no update); MAX_BAD_STEPS of them in a row stop the run with an error.
     """
     check_run_options(cfg, max_minutes, anneal_by_clock, start_stage)
+    tok = load_tokenizer(cfg.tokenizer)
+    if tok.vocab_size > cfg.model.vocab_size:
+        raise ValueError(f"the tokenizer has {tok.vocab_size} ids, the model only {cfg.model.vocab_size} (with_tokenizer)")
     names = [stage.name for stage in cfg.stages]
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({"model": cfg.model.to_dict(), "train": _describe(cfg)}, indent=1))
@@ -590,11 +658,12 @@ def train(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr, betas=(0.9, 0.95),
     )
-    progress = _resume(out, model, opt)
+    progress = _resume(out, model, opt, tok)
     if progress is None:
         first = names.index(start_stage) if start_stage else 0
         progress = {"step": 0, "stage": first, "stage_step": 0, "seconds": 0.0, "exact": 0.0}
         if init_from is not None:
+            check_tokenizer(init_from, tok, "--init-from")
             init_weights(model, init_from)
     rng = random.Random(f"{cfg.seed}-{progress['step']}")
     started = time.monotonic()
@@ -602,7 +671,7 @@ def train(
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
     running = progress.get("exact", 0.0)
     bad_steps = 0
-    batches = BatchSource(rng, f"{cfg.seed}-{progress['step']}", data_workers)
+    batches = BatchSource(rng, f"{cfg.seed}-{progress['step']}", data_workers, cfg.tokenizer)
     try:
         while progress["stage"] < len(cfg.stages):
             stage = cfg.stages[progress["stage"]]
@@ -618,7 +687,7 @@ def train(
             with amp:
                 loss, exact = batch_loss(
                     model, ids, is_answer, stage.window, cfg.prefix_segment, cfg.lm_weight, cfg.write_penalty,
-                    cfg.value_weight,
+                    cfg.value_weight, tok.pad,
                 )
             if not torch.isfinite(loss):
                 bad_steps += 1
@@ -645,10 +714,10 @@ def train(
             if on_step:
                 on_step(dict(progress, stage_name=stage.name))
             if progress["step"] % cfg.save_every == 0 or progress["stage"] >= len(cfg.stages):
-                _save(out, model, opt, progress, compact_optimizer)
+                _save(out, model, opt, progress, compact_optimizer, tok)
     finally:
         batches.close()
-    _save(out, model, opt, progress, compact_optimizer)
+    _save(out, model, opt, progress, compact_optimizer, tok)
     return progress
 
 

@@ -472,3 +472,56 @@ def test_batches_drawn_by_worker_processes_come_from_the_seed_not_the_number_of_
     for (ids_a, answer_a), (ids_b, answer_b) in zip(*drawn):
         assert torch.equal(ids_a, ids_b) and torch.equal(answer_a, answer_b)
     assert not torch.equal(drawn[0][0][0], drawn[0][1][0])  # each batch its own
+
+
+def test_a_batch_over_subwords_pads_with_the_tokenizers_pad_and_marks_the_values_tokens(tiny_bpe):
+    stage = Stage("s", {"passkey": 0.5, "chat": 0.5}, history_tokens=200, batch=4, steps=1)
+    ids, is_answer = make_batch(stage, random.Random(7), tok=tiny_bpe)
+    assert ids.max() < tiny_bpe.vocab_size and (ids[:, 0] == tiny_bpe.pad).any()
+    # the bytes-tokenizer batch of the same draws is longer: subwords pack the same text into fewer ids
+    assert make_batch(stage, random.Random(7))[0].shape[1] > ids.shape[1]
+    for row, mask in zip(ids.tolist(), is_answer.tolist(), strict=True):
+        answer = tiny_bpe.decode([i for i, m in zip(row, mask, strict=True) if m])
+        value = tiny_bpe.decode([i for i, m in zip(row, mask, strict=True) if m == 2])
+        assert value.strip() and value in answer and row[-1] == tiny_bpe.end
+
+
+def test_the_train_command_trains_over_a_bpe_and_saves_it_beside_the_model(tmp_path, tiny_bpe):
+    from typer.testing import CliRunner
+
+    from sleeptime.cli import app
+    from sleeptime.models import checkpoint
+    from sleeptime.models.tokenizer import tokenizer_path
+    from sleeptime.training.train import TokenizerMismatch
+
+    tiny_bpe.save(tmp_path / "bpe.json")
+    run = tmp_path / "run"
+    args = ["train", "--preset", "tiny", "--out", str(run), "--device", "cpu", "--threads", "1"]
+    result = CliRunner().invoke(app, [*args, "--tokenizer", str(tmp_path / "bpe.json"), "--start-stage", "stream"])
+    assert result.exit_code == 0, result.output
+    model = run / "model.safetensors"
+    assert tokenizer_path(model).is_file() and not list(run.glob("*tmp*"))
+    engine = MemoryEngine.load(str(model), "cpu")
+    assert engine.tokenizer.digest == tiny_bpe.digest and engine.config.vocab_size == 320
+    assert json.loads((run / "config.json").read_text())["train"]["tokenizer"] == str(tmp_path / "bpe.json")
+    assert isinstance(engine.answer(engine.new_state(), "What is the pass key?", max_new_tokens=4), str)
+    assert checkpoint.read_model_metadata(model)["step"] == "4"
+    # resuming without it, or starting a byte run from these weights, is refused
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, TokenizerMismatch) and "pass the same --tokenizer" in str(result.exception)
+    result = CliRunner().invoke(app, ["train", "--preset", "tiny", "--out", str(tmp_path / "other"), "--device",
+                                      "cpu", "--init-from", str(model), "--max-minutes", "0"])
+    assert isinstance(result.exception, TokenizerMismatch) and "--init-from" in str(result.exception)
+
+
+def test_a_tokenizer_file_that_is_not_one_is_refused_before_training(tmp_path):
+    from typer.testing import CliRunner
+
+    from sleeptime import SleeptimeError
+    from sleeptime.cli import app
+
+    (tmp_path / "bad.json").write_text("{not json")
+    result = CliRunner().invoke(app, ["train", "--preset", "tiny", "--out", str(tmp_path / "run"), "--tokenizer",
+                                      str(tmp_path / "bad.json")])
+    assert isinstance(result.exception, SleeptimeError) and "is not a tokenizer file" in str(result.exception)
+    assert not (tmp_path / "run").exists()
