@@ -1008,7 +1008,9 @@ def make_recall_sample(
         for i in asked
     ]
     main_depth = max(d for d, _, i, _ in statements if i == asked[0])
-    history = _build_history(placed, ChatDistractors(split, tuple(taken)), f"recall:{split}:{seed}:d", target_tokens)
+    # training draws also get grammar chit-chat; held-out ones stay those of before it
+    distractors = ChatDistractors(split, tuple(taken), RICH_GRAMMAR if split == "train" else 0.0)
+    history = _build_history(placed, distractors, f"recall:{split}:{seed}:d", target_tokens)
     return _sample("recall", split, seed, history, facts, main_depth, queries)
 
 
@@ -1036,7 +1038,9 @@ def make_echo_sample(
     facts = [PlantedFact("phrase", value, "echo", depth)]
     answer = rng.choice(pool.echo_answers).format(value=value)
     query = Query(rng.choice(pool.echo_questions), value, answer, "phrase")
-    history = _build_history(placed, ChatDistractors(split, tuple(taken)), f"echo:{split}:{seed}:d", target_tokens)
+    # training draws also get grammar chit-chat; held-out ones stay those of before it
+    distractors = ChatDistractors(split, tuple(taken), RICH_GRAMMAR if split == "train" else 0.0)
+    history = _build_history(placed, distractors, f"echo:{split}:{seed}:d", target_tokens)
     return _sample("echo", split, seed, history, facts, depth, [query])
 
 

@@ -835,7 +835,7 @@ CHAT_TAILS = (
 CHAT_TOPICS: dict[str, dict[str, tuple[str, ...]]] = {
     "travel": {
         "clause": (
-            "we spent {n} hours stuck at the airport", "I'm trying to decide between {city} and {city} for {month}",
+            "we spent {n} hours stuck at the airport", "I'm trying to decide whether {city} is worth it in {month}",
             "the hostel in {city} had paper-thin walls", "my suitcase came back with a broken wheel",
             "{name} wants to take the night train", "I keep checking flight prices to {city}",
             "we got lost looking for the old town", "the ferry was cancelled because of the wind",

@@ -172,3 +172,26 @@ def test_training_draws_mostly_keep_the_classic_text():
                 total += 1
                 classic += any(t.format(attr=fact.attribute, value=fact.value) in turn.content for t in classic_facts)
     assert 0.2 < classic / total < 0.7, (classic, total)
+
+
+@pytest.mark.parametrize("task", ["chat", "recall", "echo"])
+def test_grammar_chit_chat_is_in_training_draws_only_and_from_its_split(task):
+    def grammar_turns(split):
+        rich = rich_pools(split)
+        clauses = [c for _, cs in rich.clauses for c in cs if "{" not in c]
+        turns = [t.content for s in range(4) for t in data.make_sample(task, s, split=split, target_tokens=3000)
+                 .history.iter_turns() if t.kind == "distractor" and t.role == "user"]
+        return [t for t in turns if any(c in t for c in clauses)], turns
+
+    own, turns = grammar_turns("train")
+    # grammar exchanges are 0.6 of those drawn; clauses with slots are not counted here
+    assert 0.2 < len(own) / len(turns) < 0.9
+    heldout_clauses = [c for _, cs in rich_pools("heldout").clauses for c in cs if "{" not in c]
+    assert not [t for t in own if any(c in t for c in heldout_clauses)]
+    # plain held-out draws keep the classic chit-chat (every recorded evaluation asked those)
+    assert grammar_turns("heldout")[0] == []
+    phrasing = data.make_chat_sample(0, split="heldout", novelty="phrasing", target_tokens=3000)
+    train_clauses = [c for _, cs in rich_pools("train").clauses for c in cs if "{" not in c]
+    said = [t.content for t in phrasing.history.iter_turns() if t.kind == "distractor"]
+    assert any(c in t for t in said for c in heldout_clauses)
+    assert not any(c in t for t in said for c in train_clauses)
