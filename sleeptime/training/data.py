@@ -910,8 +910,9 @@ def make_passkey_sample(
     if rich is None:
         key = "pass key"
         needle = rng.choice(pool.needles).format(value=value)
-        question = rng.choice(pool.passkey_questions)
+        # the answer before the question: the draws (and the held-out samples) stay those of before the wordings
         answer = rng.choice(pool.passkey_answers).format(value=value)
+        question = rng.choice(pool.passkey_questions)
     else:
         key = wording or rng.choice(src.rich_attributes.wordings)
         # the classic "pass key" templates stay in the mix for that wording

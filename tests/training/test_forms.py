@@ -195,3 +195,21 @@ def test_grammar_chit_chat_is_in_training_draws_only_and_from_its_split(task):
     said = [t.content for t in phrasing.history.iter_turns() if t.kind == "distractor"]
     assert any(c in t for t in said for c in heldout_clauses)
     assert not any(c in t for t in said for c in train_clauses)
+
+
+@pytest.mark.parametrize("task, question, answer, digest", [
+    ("chat", "I forgot my coat check number. What is it?", "You gave me 15850 for your coat check number.",
+     "06ba4b9f800ae80e"),
+    ("passkey", "What pass key was mentioned?", "23192 is the pass key.", "235b24f6cc4070c2"),
+    ("recall", "What was listed next to jeidrein?", "The value for jeidrein is 09034, as listed.", "3f4d876b88025fc6"),
+    ("echo", "What exact words did I give you?", "Your note: chorraikwun IQX-0215 ziches stousdan hekpo",
+     "d1140d97e982ab27"),
+])
+def test_plain_heldout_samples_are_word_for_word_those_of_before_the_broader_forms(task, question, answer, digest):
+    """Read from the generator at 9d2610d: recorded evaluations stay comparable with new ones."""
+    import hashlib
+    import json
+
+    sample = data.make_sample(task, 10_000, split="heldout", target_tokens=1024)
+    assert (sample.question, sample.answer_text) == (question, answer)
+    assert hashlib.sha256(json.dumps(sample.history.messages()).encode()).hexdigest()[:16] == digest
