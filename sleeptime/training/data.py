@@ -12,6 +12,13 @@ A `Sample` carries its history as a lazy `History`: iterating it regenerates the
 chosen depth. Everything a model could memorise (attributes, values, fact/question/answer phrasings, distractors)
 is split into "train" and "heldout" by a stable hash, so evaluation on "heldout" meets no training attribute, value,
 phrasing or distractor template (only the words that fill distractor slots, such as names and cities, are shared).
+
+Broader forms (`forms="rich"`, `RichPools`): phrasing families split whole (value first or last, colon forms,
+questions and answers of other shapes, acknowledgements that restate the fact or not), long messages, lower case,
+typos outside the value and its attribute, chit-chat from a topic grammar (vocab.CHAT_TOPICS) and pass keys in
+several wordings. They are on for training draws and for `novelty` draws; plain held-out draws keep the classic
+forms, word for word those that every recorded evaluation asked. `novelty` ("attribute", "phrasing", "value") makes a
+held-out sample new in that one part only, so evaluation can report each split on its own.
 """
 
 from __future__ import annotations
