@@ -182,8 +182,8 @@ def bench_model(
 @app.command("train")
 def train_cmd(
     out: Annotated[str, typer.Option(help="Run folder: checkpoints, config and log; an existing run resumes.")],
-    preset: Annotated[str, typer.Option(help="Recipe: tiny, demo, copy, mix, long, sparse, chat, read, restate, echo, wide, echo-first, chat-memory, lookup, lookup-gpu, lookup-long, gpu or full.")] = "demo",
-    variant: Annotated[str | None, typer.Option(help="Override the architecture (lmm, mac, mag, mal, swa).")] = None,
+    preset: Annotated[str, typer.Option(help="Recipe: tiny, demo, copy, mix, long, sparse, chat, read, restate, echo, wide, echo-first, chat-memory, lookup, lookup-gpu, lookup-long, gpu, full or lineage.")] = "demo",
+    variant: Annotated[str | None, typer.Option(help="Override the architecture (lmm, mac, mag, mal, attn_mem, swa).")] = None,
     device: Annotated[str, typer.Option(envvar="SLEEPTIME_DEVICE", help="auto, cpu or cuda.")] = "auto",
     max_minutes: Annotated[float | None, typer.Option(help="Stop (resumably) after this long.")] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads (CPU).")] = None,
@@ -225,6 +225,12 @@ def train_cmd(
     anneal_by_clock: Annotated[
         bool, typer.Option(help="Anneal the learning rate to its floor by --max-minutes (of the whole run, resumes included) instead of over the steps.")
     ] = False,
+    compact_optimizer: Annotated[
+        bool, typer.Option(help="Save the optimizer as the tree keeps a live lineage: second moments in bf16, no first moments.")
+    ] = False,
+    data_workers: Annotated[
+        int, typer.Option(min=0, help="Processes drawing batches ahead (a GPU outruns one); 0: a thread.")
+    ] = 0,
 ):
     """Train a memory model through its inner updates (curriculum of streamed histories); resumable."""
     from pathlib import Path
@@ -264,7 +270,7 @@ def train_cmd(
         progress = train(
             cfg, Path(out), device=dev, max_minutes=max_minutes, on_step=on_step,
             init_from=Path(init_from) if init_from else None, anneal_by_clock=anneal_by_clock,
-            start_stage=start_stage,
+            start_stage=start_stage, compact_optimizer=compact_optimizer, data_workers=data_workers,
         )
     console.print(f"model written to {Path(out) / 'model.safetensors'} after {progress['step']} steps")
 
