@@ -160,7 +160,12 @@ def delta_backward_rows(args, device: str, card: str) -> tuple[list[str], bool]:
     if fla_delta.available():
         for precision, low in (("tf32", False), ("bf16", True)):
             update = lambda s, q, k, v, b, a, chunk, low=low: fla_delta.delta_update(s, q, k, v, b, a, low)
-            fla_err = max(rel_rmse(e, o) for e, o in zip(exact, grads(update, prefix)))
+            try:
+                fla_err = max(rel_rmse(e, o) for e, o in zip(exact, grads(update, prefix)))
+            except RuntimeError as exc:  # fla refuses its own backward where it knows it is wrong (Hopper, Triton 3.4-3.7.0)
+                rows.append(f"| {chunk} | fla {precision} forward + backward | refused: {str(exc)[:90]} | - | - |")
+                print(rows[-1], flush=True)
+                continue
             failed |= fla_err > TOLERANCE[precision]
             runs.append((f"fla {precision} forward + backward", update, f"{fla_err:.1e}"))
     runs.append(("torch reference, autograd", reference.delta_update, "-"))

@@ -19,7 +19,7 @@ from torch import Tensor
 def available() -> bool:
     try:
         from fla.ops.gated_delta_rule import chunk_gated_delta_rule  # noqa: F401
-    except Exception:  # not installed, or it fails to import beside this torch/triton
+    except Exception:  # noqa: BLE001 not installed, or it fails to import beside this torch/triton
         return False
     return True
 

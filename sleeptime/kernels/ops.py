@@ -2,8 +2,8 @@
 tensors, the C++ fast path for no-grad fp32 Titans work on the CPU (kernels/cpu.py, `SLEEPTIME_CPU_KERNEL=0` turns it
 off), the plain-torch reference for everything else.
 
-The gated delta rule on CUDA goes to flash-linear-attention's chunk kernel when `fla-core` is installed
-(kernels/fla_delta.py; `SLEEPTIME_FLA=0` turns it off). `SLEEPTIME_KERNELS=torch|triton|auto` (default auto) forces a
+The gated delta rule's forward on CUDA goes to flash-linear-attention's chunk kernel when `fla-core` is installed
+(kernels/fla_delta.py; `SLEEPTIME_FLA=0` turns it off); training keeps our own forward and backward. `SLEEPTIME_KERNELS=torch|triton|auto` (default auto) forces a
 path of our own; the model and the jobs call only this module.
 auto takes Triton for CUDA tensors when triton imports. triton on CPU tensors runs the kernels under Triton's
 interpreter, which must be switched on (TRITON_INTERPRET=1) before the first kernel module is imported.
@@ -56,7 +56,7 @@ def backend(t: Tensor) -> str:
 
 
 def _fla_wanted() -> bool:
-    """fla's chunk kernel for the delta rule on CUDA: the fastest we measured (docs/benchmarks.md), when installed
+    """fla's chunk kernel for the delta rule's forward on CUDA: the fastest we measured (docs/benchmarks.md), when installed
     and not turned off (`SLEEPTIME_FLA=0`, or SLEEPTIME_KERNELS=torch|triton, which name a path of our own)."""
     if os.environ.get("SLEEPTIME_FLA", "1") == "0" or os.environ.get("SLEEPTIME_KERNELS", "auto") != "auto":
         return False
@@ -95,10 +95,11 @@ def titans_update(
 def delta_update(
     state: Tensor, q: Tensor, k: Tensor, v: Tensor, beta: Tensor, alpha: Tensor, chunk_size: int = 64
 ) -> tuple[Tensor, Tensor]:
-    if k.is_cuda and k.dtype != torch.float64 and _fla_wanted():
+    if k.is_cuda and k.dtype != torch.float64 and not _needs_grad(state, q, k, v, beta, alpha) and _fla_wanted():
         from sleeptime.kernels import fla_delta
 
-        # under bf16 autocast (training) the inputs go to fla's tensor-core path in bf16; the state stays fp32
+        # forward only (consolidation, answers): fla's backward refuses itself on Hopper with Triton 3.4 to 3.7.0
+        # (it computes wrong gradients there), so training goes through our own checked pair below
         return fla_delta.delta_update(state, q, k, v, beta, alpha, low_precision=torch.is_autocast_enabled("cuda"))
     if backend(k) == "triton":
         from sleeptime.kernels import triton_delta

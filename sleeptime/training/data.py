@@ -321,7 +321,7 @@ def _cap(text: str) -> str:
 
 def _grammar_sentence(rng: random.Random, rich: RichPools, topic: int | None = None) -> str:
     """One user sentence of the chit-chat grammar: lead + clause (with its slots filled) + tail."""
-    name, clauses = rich.clauses[rng.randrange(len(rich.clauses)) if topic is None else topic]
+    _, clauses = rich.clauses[rng.randrange(len(rich.clauses)) if topic is None else topic]
     clause = _render(rng.choice(clauses), rng, pools(rich.split))
     return _cap(f"{rng.choice(rich.leads)}{clause}{rng.choice(rich.tails)}.")
 
@@ -349,8 +349,9 @@ def _vary(text: str, rng: random.Random, value: str, attribute: str, lower: bool
     out = []
     for i, (piece, role) in enumerate(pieces):
         if role == "free" and chosen:
-            piece = re.sub(r"[A-Za-z]{4,}", lambda m: _typo(m.group(), rng) if (i, m.start()) in chosen else m.group(),
-                           piece)
+            piece = re.sub(
+                r"[A-Za-z]{4,}", lambda m, i=i: _typo(m.group(), rng) if (i, m.start()) in chosen else m.group(), piece
+            )
         out.append(piece.lower() if lower and role != "value" else piece)
     return "".join(out)
 
@@ -1125,9 +1126,39 @@ def iter_history_ids(
 
 
 __all__ = [
-    "EVAL_TASKS", "FORMS", "HELDOUT_FRACTION", "NOVELTIES", "SPLITS", "TASKS", "RichPools", "all_wordings",
-    "rich_pools", "Attribute", "ChatDistractors", "EncodedQuery", "EncodedSample", "Event",
-    "FillerDistractors", "History", "PlantedFact", "Pools", "Query", "Sample", "Turn", "all_attributes",
-    "all_syllables", "draw_value", "encode_answer", "encode_sample", "iter_history_ids", "iter_samples",
-    "make_chat_sample", "make_echo_sample", "make_passkey_sample", "make_recall_sample", "make_sample", "pools", "value_split",
+    "EVAL_TASKS",
+    "FORMS",
+    "HELDOUT_FRACTION",
+    "NOVELTIES",
+    "SPLITS",
+    "TASKS",
+    "Attribute",
+    "ChatDistractors",
+    "EncodedQuery",
+    "EncodedSample",
+    "Event",
+    "FillerDistractors",
+    "History",
+    "PlantedFact",
+    "Pools",
+    "Query",
+    "RichPools",
+    "Sample",
+    "Turn",
+    "all_attributes",
+    "all_syllables",
+    "all_wordings",
+    "draw_value",
+    "encode_answer",
+    "encode_sample",
+    "iter_history_ids",
+    "iter_samples",
+    "make_chat_sample",
+    "make_echo_sample",
+    "make_passkey_sample",
+    "make_recall_sample",
+    "make_sample",
+    "pools",
+    "rich_pools",
+    "value_split",
 ]

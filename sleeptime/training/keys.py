@@ -91,7 +91,7 @@ def probe_keys(model: TitansLM, tokenizer: Tokenizer, samples: Sequence[Sample])
         read = read_position(sample, tokenizer, len(history) + len(prompt))
         captured: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
-        def capture(memory: NeuralMemory, args: tuple) -> None:
+        def capture(memory: NeuralMemory, args: tuple, captured: list = captured) -> None:
             q, k, _, _ = memory.project(args[0], None)
             captured.append((q[0], k[0], memory.gate_values(args[0])["beta"][0]))  # [H, T, D] x2, [H, T]
 
