@@ -648,7 +648,7 @@ def main() -> None:
     parser.add_argument("--seed-timeout", type=float, default=900.0, help="seconds the seeding consolidations may take")
     parser.add_argument("--model", default="demo", help="shipped model name or model file")
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="database URL (a schema is made in it)")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "load.json"), help="the JSON report")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "research" / "logs" / "load.json"), help="the JSON report")
     parser.add_argument("--keep", action="store_true", help="keep the schema and the process logs")
     args = parser.parse_args()
     command = "python benchmarks/load.py " + shlex.join(sys.argv[1:])
