@@ -19,7 +19,7 @@
 #   ... PRESET=lookup-gpu TRAIN_ARGS="--init-from checkpoints/echo-first/model.safetensors" \
 #       TRAIN_ARGS_B="--init-from checkpoints/echo-first/model.safetensors --conv-width 16" EVAL_N=0 BENCH_SEGMENTS=
 #   ... TRAIN_ARGS="--init-from checkpoints/lookup-gpu/model.safetensors --conv-width 16 --answer-style restate"
-#       # on from the last lease's model (docs/model.md, "A GPU lease")
+#       # on from the last lease's model (docs/research/experiments.md, "A GPU run")
 #   ... PRESET=lineage RESUME=checkpoints/lineage DATA_WORKERS=12 WHEELS=.whl KERNEL_ARGS="--delta-only ..." \
 #       EVAL_N=0 BENCH_SEGMENTS=   # the live lineage, resumed in place; its files come back to be committed
 #   OUT=/tmp/s DEVICE=cpu PRESET=tiny KERNELS=0 TRAIN_MINUTES=0.1 EVAL_N=2 EVAL_LENGTHS=1024 \

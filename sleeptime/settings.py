@@ -32,10 +32,10 @@ class Settings(BaseSettings):
     # a context queried without pause is never idle: its messages are consolidated anyway once one waited this long
     max_wait: float = Field(600.0, gt=0, description="seconds a message waits at most for a busy context to sleep")
     max_message_bytes: int = Field(65536, ge=1, le=16 * 1024 * 1024, description="largest message accepted")
-    # sleep replay: re-feed this many most surprising 256-token spans of each pass (0: off; see docs/model.md)
+    # sleep replay: re-feed this many most surprising 256-token spans of each pass (0: off; see docs/research/experiments.md)
     replay_spans: int = Field(0, ge=0, le=64, description="surprising spans fed again at the end of a pass")
     # rehearsal: write each precomputed answer back into the memory as a Q/A exchange (off: it helped an earlier
-    # model, not the shipped one, whose write floor already keeps a fact through later conversation; docs/model.md)
+    # model, not the shipped one, whose write floor already keeps a fact through later conversation; docs/research/experiments.md)
     rehearse: bool = Field(False, description="feed the pass's precomputed answers into the memory")
     keep_checkpoints: int = Field(10, ge=1, description="checkpoint versions kept per context, plus the head")
     # finished jobs, consolidation runs and the query log only grow; the GC deletes what is older (messages and

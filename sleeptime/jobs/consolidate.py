@@ -5,10 +5,10 @@
   2. load and verify the head state (or start fresh), refusing a state written by another model
   3. stream the range in bounded batches through the model (tokens fed in fixed-size pieces); with replay_spans,
      feed the pass's most surprising spans once more (sleep replay; off by default: it did not help the demo
-     model's recall, docs/model.md)
+     model's recall, docs/research/experiments.md)
   4. anticipate: gather the expected questions and answer them with the new state; with rehearse, write each
      question and its answer into the state as one more exchange (rehearsal; the daemon's default: it kept the
-     demo model's answers through later conversation, docs/model.md)
+     demo model's answers through later conversation, docs/research/experiments.md)
   5. publish checkpoint + head CAS + answers in one transaction; a lost CAS marks the run superseded
 
 Nothing is written to the head before step 5, so a crash at any point leaves the head unchanged.

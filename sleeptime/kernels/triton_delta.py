@@ -26,7 +26,7 @@ up from the programs' partial sums. All of it is elementwise fp32: exact, but pe
 Checked under TRITON_INTERPRET=1 in the tests (tests/kernels/test_triton_delta.py: the forward against the fp64
 reference, the backward against autograd through it), and once on an NVIDIA H200 (Triton 3.6, docs/gpu_kernels.md):
 forward 2.8e-7, gradients 3.7e-7 relative RMSE against fp64; a 4-block model trained through them there took half
-the time per step of the reference (docs/model.md, "Training on a GPU").
+the time per step of the reference (docs/research/experiments.md, "A copy from scratch").
 """
 
 from __future__ import annotations

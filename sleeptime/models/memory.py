@@ -47,7 +47,7 @@ class MemoryConfig:
     alpha_init: float = 1e-3  # forget rate at start: a long memory, learned from there
     write_init: float = 0.27  # delta rule: write rate b at start, sigmoid(-1)
     # delta rule: write rates below this are dropped to exactly 0. Every write erases a little of what shares its
-    # key, so over millions of tokens the faint writes of filler, not decay, are what lose a fact (docs/model.md)
+    # key, so over millions of tokens the faint writes of filler, not decay, are what lose a fact (docs/research/experiments.md)
     write_floor: float = 0.0
     # delta rule: forget rates below this are dropped to exactly 0. Faint decay is harmless over the lengths a model
     # trains on, but over millions of tokens it fades the learned initial state that every read was trained beside
@@ -130,7 +130,7 @@ class NeuralMemory(nn.Module):
             out[name] = {"theta": self.cfg.theta_max * s, "eta": self.cfg.eta_max * s, "delta": 2.0 * s}.get(name, s)
         if self.cfg.write_floor and "beta" in out:
             # no gradient below the floor: a straight-through one let the language-model loss lift a third of the
-            # filler's writes above it (docs/model.md)
+            # filler's writes above it (docs/research/experiments.md)
             beta = out["beta"]
             out["beta"] = beta * (beta >= self.cfg.write_floor)
         if self.cfg.decay_floor and "alpha" in out:

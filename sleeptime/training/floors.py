@@ -1,7 +1,7 @@
 """Set a trained model's write and decay floors: a new model file, the same weights.
 
 The floors (`MemoryConfig.write_floor`, `MemoryConfig.decay_floor`) are thresholds on gates the model computes, not
-weights; a model trained at one floor can be measured and shipped at another without retraining (docs/model.md,
+weights; a model trained at one floor can be measured and shipped at another without retraining (docs/research/experiments.md,
 "A decay floor: 2M tokens"). The new file records the digest of the one it came from. The shipped model:
 
     python -m sleeptime.training.floors --model checkpoints/floor05/model.safetensors \

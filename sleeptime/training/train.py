@@ -124,7 +124,7 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         cfg = TrainConfig(model=model, stages=stages, lr=1e-3, min_lr=1e-4)
     elif name == "copy":
         # the demo recipe's copy stage alone, up to 3,000 steps: how long a model from scratch takes to copy a value
-        # (it ends at a running value exact of 0.8), with and without --write-penalty (docs/model.md)
+        # (it ends at a running value exact of 0.8), with and without --write-penalty (docs/research/experiments.md)
         cfg = preset("demo")
         cfg = replace(cfg, stages=(replace(cfg.stages[0], steps=3000),))
     elif name == "mix":
@@ -137,7 +137,7 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         # "mix" with 64K histories in the mixture: it lifted 16K and 32K recall that were never trained at 32K
         # (0.075 -> 0.675, 0 -> 0.45), so longer draws should carry recall further; continue with --init-from.
         # 600 steps (about an hour on one CPU thread): the learning rate anneals within the run, and 40 steps that
-        # annealed already lifted 16K passkey recall from 0.71 to 0.96 (docs/model.md)
+        # annealed already lifted 16K passkey recall from 0.71 to 0.96 (docs/research/experiments.md)
         cfg = preset("demo")
         long = Stage(
             "long", {"passkey": 0.6, "chat": 0.4}, (1024, 4096, 16384, 65536), batch=8, steps=600, window=1024
@@ -148,7 +148,7 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         cfg = replace(preset("long"), write_penalty=0.5)
     elif name == "chat":
         # conversational facts: the shipped model reads only 9 of 40 held-out chat statements placed right before the
-        # question, against 38 of 40 pass keys (docs/model.md, the reading ceiling), so the gap is reading, not
+        # question, against 38 of 40 pass keys (docs/research/experiments.md, the reading ceiling), so the gap is reading, not
         # memory: chat-heavy batches at short and medium lengths, the pass key kept in the mix so it is not
         # forgotten; continue with --init-from and the shipped floors and write penalty
         cfg = preset("demo")
@@ -187,12 +187,12 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
     elif name == "wide":
         # "echo" with memory keys that see 16 bytes instead of 4 (conv_width): the shipped model copies through its
         # memories, and block 0's keys are a function of the last four bytes, too few to tell one syllable-built word
-        # from the chit-chat around it (docs/model.md). From the shipped weights the wider conv starts as theirs.
+        # from the chit-chat around it (docs/research/experiments.md). From the shipped weights the wider conv starts as theirs.
         cfg = preset("echo")
         cfg = replace(cfg, model=replace(cfg.model, memory=replace(cfg.model.memory, conv_width=16)))
     elif name == "echo-first":
         # the demo model from scratch, taught to copy any string before anything else: every copy the shipped model
-        # makes goes through its memories and is of digits (docs/model.md), the pass key's alphabet, and no
+        # makes goes through its memories and is of digits (docs/research/experiments.md), the pass key's alphabet, and no
         # fine-tune taught it letters. Echo samples (short histories, so the phrase is most of the text) give a
         # copy target on every answer byte, pass keys keep digits in the mix; then chat read right after the
         # statement, with a share of echo kept
@@ -222,7 +222,7 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         # a fact found by what it is about: after "chat-memory" the models copy a pass key's later bytes through the
         # memory at 1K (teacher-forced 0.99-1.00) and its first byte only when the answer names the pass key right
         # before it; a chat value's first byte, which the question must find, 4 of 40, and the first byte of a
-        # multi-query recall value (key word -> code) 0 and 6 of 40 (docs/model.md). Lookup-heavy batches (recall
+        # multi-query recall value (key word -> code) 0 and 6 of 40 (docs/research/experiments.md). Lookup-heavy batches (recall
         # and chat), histories past the attention window backpropagated whole, the value's bytes weighted four
         # times the answer's wording; continue with --init-from
         cfg = preset("demo")
@@ -252,7 +252,7 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         # same skills-first curriculum with chat in every stage after the copy, larger batches; stop it with
         # --max-minutes. The copy stage may run 2,000 steps and nothing penalises writes: on the 2-core CPU the demo
         # model from scratch formed its copy in ~1,250 steps without a write penalty and none in 3,000 with 0.5
-        # (docs/model.md), and one GPU lease ended its 800 copy steps without a copy
+        # (docs/research/experiments.md), and one GPU lease ended its 800 copy steps without a copy
         model = _delta_model(dim=256, layers=4, variant="mal", memory_heads=4, head_dim=64, window=256)
         stages = (
             Stage("copy", {"passkey": 1.0}, 448, batch=32, steps=2000, advance_at=0.8),
@@ -403,7 +403,7 @@ def write_strengths(model: TitansLM) -> Iterator[list[torch.Tensor]]:
 
     Why penalise it: every write of the delta rule erases the old state along its key, so a value survives N later
     tokens only while the sum of b_t (k_t . k_value)^2 over them stays small. A model that writes its filler at
-    b ~ 0.05 loses a pass key within tens of thousands of tokens (docs/model.md); 2M tokens need writes that are
+    b ~ 0.05 loses a pass key within tens of thousands of tokens (docs/research/experiments.md); 2M tokens need writes that are
     nearly all ~0, which the answer loss alone teaches slowly.
     """
     found: list[torch.Tensor] = []

@@ -218,7 +218,7 @@ def test_with_a_subword_model_incremental_passes_equal_one_pass(bpe_app, tiny_bp
         last = bpe_app.consolidate("parts").checkpoint
     assert last.version == 3 and last.cursor_seq == whole.cursor_seq == 40
     assert last.meta["tokens"] < whole.meta["tokens"]
-    # fp32 sums in another order: equal to 1e-5, as incremental and one-shot calls of the model are (docs/model.md)
+    # fp32 sums in another order: equal to 1e-5, as incremental and one-shot calls of the model are (docs/research/architecture.md)
     one, parts = (load(bpe_app.store.load_checkpoint(c, v).payload) for c, v in (("whole", 1), ("parts", 3)))
     assert one.keys() == parts.keys()
     diffs = [float((one[k].double() - parts[k].double()).abs().max()) for k in one if one[k].numel()]

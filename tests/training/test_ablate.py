@@ -28,7 +28,7 @@ def test_removing_a_part_zeroes_its_output_only_while_removed():
 
 
 def test_the_shipped_model_reads_a_pass_key_through_its_first_memory():
-    """The finding in docs/model.md: without block 0's memory the shipped model copies no pass key, even one in its
+    """The finding in docs/research/experiments.md: without block 0's memory the shipped model copies no pass key, even one in its
     attention window."""
     model = MemoryEngine.load("demo", "cpu").model.eval()
     rows = {row.removed: row for row in ablations(model, ["passkey"], n=12) if row.removed in ("nothing", "block 0 memory")}

@@ -21,7 +21,7 @@ def test_value_hits_score_each_byte_of_the_value_against_the_models_top_predicti
 
 
 def test_the_shipped_model_copies_a_pass_keys_later_bytes_through_its_memory():
-    """The finding in docs/model.md: at 1K tokens, far beyond its 128-byte window, the shipped model predicts most
+    """The finding in docs/research/experiments.md: at 1K tokens, far beyond its 128-byte window, the shipped model predicts most
     bytes of a pass key after the first from its memory; an untrained model predicts almost none."""
     shipped = probe(MemoryEngine.load("demo", "cpu").model.eval(), "passkey", n=6, tokens=1024)
     untrained = probe(TitansLM(preset("demo").model).eval(), "passkey", n=6, tokens=1024)
