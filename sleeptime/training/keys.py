@@ -24,7 +24,7 @@ import torch
 from sleeptime.models.engine import MemoryEngine
 from sleeptime.models.memory import NeuralMemory
 from sleeptime.models.titans import TitansLM
-from sleeptime.models.tokenizer import BPETokenizer, Tokenizer
+from sleeptime.models.tokenizer import Tokenizer
 from sleeptime.training.data import Sample, make_sample
 from sleeptime.training.evaluate import HELDOUT_SEED
 
@@ -45,11 +45,8 @@ class HeadKeys:
 
 
 def token_index(tokenizer: Tokenizer, text: str, char: int) -> int:
-    """The index, among `tokenizer.encode_text(text)`, of the token that holds character `char` of `text`."""
-    if isinstance(tokenizer, BPETokenizer):
-        offsets = tokenizer.bpe.encode(text, add_special_tokens=False).offsets
-        return next(i for i, (start, end) in enumerate(offsets) if start <= char < end)
-    return len(text[:char].encode("utf-8"))
+    """The index, among `tokenizer.encode_text(text)`, of the first token that holds character `char` of `text`."""
+    return next(i for i, (start, end) in enumerate(tokenizer.char_spans(text)) if start <= char < end)
 
 
 def statement_positions(sample: Sample, tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
