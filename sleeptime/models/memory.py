@@ -6,7 +6,7 @@ SiLU branch of x and projected back (Gated DeltaNet's output recipe, which the T
 
 Two inner rules: "titans" (a per-head MLP memory with momentum and retention, with the Miras biases and retentions
 as options) and "delta" (a linear memory under the exact per-token gated delta rule: a contraction by construction,
-see research/feasibility.md).
+see docs/research/experiments.md).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class MemoryConfig:
     residual_norm: bool = True
     chunk_size: int = 64
     conv_width: int = 4  # bytes each q, k, v sees through the causal conv (the memory's keys in block 0: no more)
-    # upper bounds keep the effective inner step finite far beyond the training length (feasibility.md, round 1)
+    # upper bounds keep the effective inner step finite far beyond the training length: an unbounded one broke recall
     theta_max: float = 0.1
     eta_max: float = 0.9
     alpha_init: float = 1e-3  # forget rate at start: a long memory, learned from there

@@ -2,7 +2,7 @@
 
 Three tasks, all pure Python (`random.Random`), nothing downloaded, no torch:
 - "chat": user/assistant chit-chat with facts planted ("just so you know, my locker code is 4821"), some of them
-  updated later; the question asks for the latest value of one attribute (feasibility.md, round 3).
+  updated later; the question asks for the latest value of one attribute.
 - "passkey": one pass key hidden in filler sentences without digits (round 1/2).
 - "recall": multi-query associative recall, key-value pairs of which several are queried (MQAR).
 

@@ -1,6 +1,6 @@
 """Training: the outer loop learns the projections, gates and attention through the inner memory updates.
 
-The recipe follows research/feasibility.md: a curriculum of stages, each a mix of tasks at one history length.
+The recipe is a curriculum of stages, each a mix of tasks at one history length.
 Short stages backpropagate through the whole sequence; long stages stream the history: the prefix is consumed
 without gradients (state carried: memory, conv and attention caches) and only the last `window` tokens, which hold
 the question and the answer, are backpropagated. A stage ends after `steps` steps, or earlier once the running
@@ -109,7 +109,7 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         cfg = TrainConfig(model=model, stages=stages, save_every=5, warmup=2, prefix_segment=128)
     elif name == "demo":
         model = _delta_model(dim=128, layers=2, variant="mal", memory_heads=2, head_dim=64, window=128)
-        # skills first (feasibility.md, round 3): copy one value, then bind attributes to values, then go long
+        # skills first: copy one value, then bind attributes to values, then go long
         stages = (
             Stage("copy", {"passkey": 1.0}, 448, batch=16, steps=800, advance_at=0.8),
             Stage("facts", {"passkey": 0.3, "chat": 0.5, "recall": 0.2}, 448, batch=12, steps=800, advance_at=0.6,
@@ -277,7 +277,7 @@ def preset(name: str, variant: str | None = None) -> TrainConfig:
         # a value can carry what the fact is about, over subword tokens (train it with --tokenizer). Three blocks of
         # width 256: with a 2K vocabulary about 4M parameters, whose fp32 weights and bf16 second moments fit the
         # 25 MB the tree allows.
-        # Skills first (research/feasibility.md, round 3): 1,358 GPU steps of every length from 512 bytes to 16K
+        # Skills first, as every byte model learned (docs/research/experiments.md): 1,358 GPU steps of every length from 512 bytes to 16K
         # lowered the loss from 9.2 to 2.1 but copied no value, not even one inside the attention window (reading
         # 0 of 40), so "read" trains histories of 256 bytes to 1K, where a value is often in the window and a step is
         # cheap (a CPU thread can do it), with copy-heavy tasks, until the teacher-forced value exact reaches 0.5;
