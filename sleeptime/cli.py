@@ -198,6 +198,9 @@ def train_cmd(
     steps: Annotated[
         int | None, typer.Option(min=1, help="Override the steps of a one-stage recipe (its schedule anneals over them).")
     ] = None,
+    batch: Annotated[
+        int | None, typer.Option(min=1, help="Override every stage's batch size (one CPU thread: smaller, more steps).")
+    ] = None,
     write_floor: Annotated[
         float | None, typer.Option(min=0, max=0.99, help="Delta-rule writes weaker than this are dropped to 0.")
     ] = None,
@@ -247,7 +250,7 @@ def train_cmd(
         cfg = with_overrides(
             make_preset(preset, variant), write_penalty=write_penalty, steps=steps, write_floor=write_floor,
             decay_floor=decay_floor, novel_values=novel_values, window=window,
-            conv_width=conv_width, answer_style=answer_style, value_weight=value_weight,
+            conv_width=conv_width, answer_style=answer_style, value_weight=value_weight, batch=batch,
         )
         cfg = with_tokenizer(cfg, tokenizer)
         dev = pick_device(device)

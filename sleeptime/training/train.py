@@ -303,8 +303,9 @@ def with_overrides(
     cfg: TrainConfig, write_penalty: float | None = None, steps: int | None = None, write_floor: float | None = None,
     decay_floor: float | None = None, novel_values: float | None = None, window: int | None = None,
     conv_width: int | None = None, answer_style: str | None = None, value_weight: float | None = None,
+    batch: int | None = None,
 ) -> TrainConfig:
-    """A recipe with its write penalty, the model's write and decay floors, its attention window, the width of its
+    """A recipe with every stage's batch size (a CPU thread takes more, smaller steps than a GPU), its write penalty, the model's write and decay floors, its attention window, the width of its
     memories' key convolution, the share of novel chat values in every stage that has chat and, for a one-stage
     recipe, its number of steps replaced, every chat answer drawn in `answer_style`, and the weight of the value's
     bytes in the answer loss (None: kept)."""
@@ -340,6 +341,10 @@ def with_overrides(
         if conv_width < 1:
             raise ValueError(f"conv_width must be >= 1, got {conv_width}")
         cfg = replace(cfg, model=replace(cfg.model, memory=replace(cfg.model.memory, conv_width=conv_width)))
+    if batch is not None:
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        cfg = replace(cfg, stages=tuple(replace(stage, batch=batch) for stage in cfg.stages))
     if steps is not None:
         if len(cfg.stages) != 1:
             raise ValueError(f"steps can only be set for a one-stage recipe; this one has {len(cfg.stages)} stages")

@@ -190,6 +190,14 @@ def test_overrides_replace_the_penalty_and_the_steps_of_a_one_stage_recipe():
         with_overrides(preset("demo"), steps=10)
 
 
+def test_the_batch_override_sets_every_stages_batch_and_nothing_else():
+    cfg = with_overrides(preset("lineage"), batch=8)
+    assert [stage.batch for stage in cfg.stages] == [8, 8]
+    assert [replace(stage, batch=32) for stage in cfg.stages] == list(preset("lineage").stages)
+    with pytest.raises(ValueError, match="batch"):
+        with_overrides(preset("tiny"), batch=0)
+
+
 def test_overrides_set_the_attention_window_and_weights_of_another_window_fit(tmp_path):
     cfg = with_overrides(preset("tiny"), window=64)
     assert cfg.model.window == 64 and replace(cfg.model, window=preset("tiny").model.window) == preset("tiny").model
