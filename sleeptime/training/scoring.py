@@ -10,7 +10,9 @@ An answer is right when it states the value asked for and no other value of the 
   is wrong); for any value, none of `others`, the other values the history stated of that kind (an old value it was
   updated from, another fact's name), which is how a rival word is recognised.
 
-`right(sample, answer)` applies it to a generated sample, with the sample's own other values as `others`.
+`right(sample, answer)` applies it to a generated sample, with the sample's own other values as `others`. The
+probes (probe, ablate, keys) score teacher-forced predictions of the value's own tokens, not a generated answer, so
+they have no answer to judge and do not use it.
 """
 
 from __future__ import annotations
