@@ -61,6 +61,8 @@ def parse_transcript(data: bytes) -> list[dict[str, Any]]:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise InvalidInput(f"input is not valid UTF-8: byte 0x{data[exc.start]:02x} on line {line}") from None
+    # a byte-order mark (Windows editors write one) is not content: without this the JSONL would read as plain text
+    text = text.removeprefix("\ufeff")
     if not text.lstrip().startswith("{"):
         if not text.strip():
             raise InvalidInput("input is empty: no message to ingest")

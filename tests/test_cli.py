@@ -224,6 +224,9 @@ def test_two_consolidations_started_together_publish_once(make_cli, db_url):
         pytest.param(b"{not json at all", None, id="brace-but-not-json"),
         pytest.param(b"\xff", None, id="bad-utf8"),
         pytest.param(b"", None, id="empty"),
+        pytest.param(
+            b'\xef\xbb\xbf{"role": "assistant", "content": "hi"}\n', [{"role": "assistant", "content": "hi"}], id="bom"
+        ),
     ],
 )
 def test_parse_transcript(data, messages):
@@ -232,6 +235,84 @@ def test_parse_transcript(data, messages):
             parse_transcript(data)
     else:
         assert parse_transcript(data) == messages
+
+
+def test_a_jsonl_file_with_a_byte_order_mark_is_read_as_jsonl(make_cli, tmp_path):
+    cli = make_cli(sqlite_url(tmp_path / "db.sqlite"))
+    cli.ok("init")
+    transcript = tmp_path / "chat.jsonl"
+    transcript.write_bytes(b"\xef\xbb\xbf" + jsonl(2, words=3).encode())
+    assert cli.ok("ingest", "c", str(transcript), "--json")["messages"] == 2
+    with Store(sqlite_url(tmp_path / "db.sqlite")) as store:
+        assert [m.role for m in store.messages_after("c", 0)] == ["user", "assistant"]
+
+
+def test_unusable_databases_are_one_line_errors(make_cli, local_app, tmp_path):
+    not_a_db = tmp_path / "passwd"
+    not_a_db.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    local_app(sqlite_url(tmp_path / "db.sqlite")).ingest("c", [{"role": "user", "content": "hello"}])
+    # read-only through SQLite's own flag: file permissions do not stop root, who runs many CI jobs
+    read_only = f"sqlite:///file:{tmp_path / 'db.sqlite'}?mode=ro&uri=true"
+    cases = [
+        ("postgresql+psycopg://u:hunter2@127.0.0.1:1/x", ("status",), "connection refused"),
+        (sqlite_url(not_a_db), ("status",), "file is not a database"),
+        (read_only, ("ingest", "c", "-"), "readonly database"),
+        ("postgresql://u:hunter2@host:port/db", ("status",), "invalid database url"),
+    ]
+    for url, args, expected in cases:
+        line = error_line(make_cli(url).run(*args, input="hi"))
+        assert expected in line.lower() and "hunter2" not in line, (url, line)
+    assert not_a_db.read_text().startswith("root:")
+
+
+@pytest.mark.postgres
+def test_a_missing_postgres_database_is_one_line(make_cli, pg_url):
+    from sqlalchemy.engine import make_url
+
+    missing = make_url(pg_url).set(database="sleeptime_no_such_database").render_as_string(hide_password=False)
+    assert 'database "sleeptime_no_such_database" does not exist' in error_line(make_cli(missing).run("status"))
+
+
+def test_huge_version_numbers_are_unknown_versions(make_cli, local_app, db_url):
+    local_app(db_url).ingest("c", [{"role": "user", "content": "hello"}])
+    cli = make_cli(db_url)
+    for version in ("99999999999999999999", "2147483648", "-1"):
+        assert f"no checkpoint version {version}" in error_line(cli.run("rollback", "c", "--", version))
+
+
+def test_context_names_dot_and_dotdot_are_refused_and_long_names_cut(make_cli, local_app, tmp_path):
+    url = sqlite_url(tmp_path / "db.sqlite")
+    local_app(url)
+    cli = make_cli(url)
+    for name in (".", ".."):
+        assert "invalid context name" in error_line(cli.run("ingest", name, "-", input="hello"))
+    long = "x" * 10_000
+    for args in (("ingest", long, "-"), ("status", long), ("query", long, "hi?")):
+        line = error_line(cli.run(*args, input="hello"))
+        assert len(line) < 200 and "10000 characters" in line, line
+    assert snapshot(url) == ([], {}, {}, {})
+
+
+def _damaged_models(tiny_model_path, tmp_path) -> dict:
+    data = tiny_model_path.read_bytes()
+    flipped = bytearray(data)
+    # one bit of a weight near the end of the file: it still loads as a model unless its digest is checked
+    flipped[-100] ^= 0x10
+    paths = {"corrupt": tmp_path / "flipped.safetensors", "truncated": tmp_path / "cut.safetensors"}
+    paths["corrupt"].write_bytes(bytes(flipped))
+    paths["truncated"].write_bytes(data[: len(data) // 2])
+    return paths
+
+
+def test_a_damaged_model_file_is_refused_in_one_line(make_cli, local_app, tiny_model_path, tmp_path):
+    url = sqlite_url(tmp_path / "db.sqlite")
+    local_app(url).ingest("c", [{"role": "user", "content": "hello"}])
+    before = snapshot(url)
+    for kind, path in _damaged_models(tiny_model_path, tmp_path).items():
+        cli = make_cli(url, SLEEPTIME_MODEL=str(path))
+        for args in (("consolidate", "c"), ("query", "c", "what did I say?")):
+            assert "cannot load model" in error_line(cli.run(*args)), (kind, args)
+    assert snapshot(url) == before
 
 
 def test_commands_without_a_model_never_import_torch(make_cli, local_app, tmp_path):

@@ -34,7 +34,7 @@ from sleeptime.db.records import (
     Precomputed,
     RunInfo,
 )
-from sleeptime.db.text import normalize_question
+from sleeptime.db.text import normalize_question, shown
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,22 @@ def utcnow() -> datetime:
 
 
 def _check_name(what: str, name: object) -> str:
-    if not isinstance(name, str) or not CONTEXT_NAME.fullmatch(name):
-        raise InvalidInput(f"invalid {what} name {name!r}: use 1-128 characters from A-Z a-z 0-9 _ . : @ -")
+    # "." and ".." read as paths (in a URL they would even move up a level): refused
+    if not isinstance(name, str) or not CONTEXT_NAME.fullmatch(name) or name in (".", ".."):
+        raise InvalidInput(
+            f"invalid {what} name {shown(name)}: use 1-128 characters from A-Z a-z 0-9 _ . : @ -, not . or .."
+        )
     return name
+
+
+# versions are 32-bit integer columns: a larger number cannot name a stored version (and would overflow the driver)
+MAX_VERSION = 2**31 - 1
+
+
+def _check_version(name: str, version: object) -> int:
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
+        raise UnknownVersion(f"context {shown(name)} has no checkpoint version {shown(version)}")
+    return version
 
 
 def _check_text(what: str, value: object, max_bytes: int) -> str:
@@ -122,7 +135,8 @@ def _context_and_answer_query() -> Any:
 
 _CONTEXT_AND_ANSWER = _context_and_answer_query()
 _LIVE_KEY = select(m.ApiKey.name).where(m.ApiKey.key_hash == bindparam("key_hash"), m.ApiKey.revoked_at.is_(None))
-_ANY_LIVE_KEY = select(exists().where(m.ApiKey.revoked_at.is_(None)))
+# revoked keys count: keys are never deleted, so once one was created the API stays closed (invariant 9)
+_ANY_KEY_EVER = select(exists().where(m.ApiKey.id.is_not(None)))
 
 
 class Store:
@@ -169,7 +183,7 @@ class Store:
             query = query.with_for_update(key_share=True)
         ctx = s.scalars(query).one_or_none()
         if ctx is None:
-            raise UnknownContext(f"unknown context {name!r}")
+            raise UnknownContext(f"unknown context {shown(name)}")
         return ctx
 
     def _create_context(self, s: Session, name: str) -> None:
@@ -222,7 +236,7 @@ class Store:
         with self._read() as s:
             found = self._contexts(s, name)
         if not found:
-            raise UnknownContext(f"unknown context {name!r}")
+            raise UnknownContext(f"unknown context {shown(name)}")
         return found[0]
 
     def list_contexts(self) -> list[ContextInfo]:
@@ -456,7 +470,7 @@ class Store:
         """The checkpoint `version` (default: the head), verified; raises UnknownVersion or CorruptCheckpoint."""
         with self._read() as s:
             ctx = self._context(s, name)
-            wanted = ctx.head_version if version is None else version
+            wanted = ctx.head_version if version is None else _check_version(name, version)
             if wanted is None:
                 raise UnknownVersion(f"context {name!r} has no checkpoint yet")
             row = self._checkpoint_row(s, ctx, wanted, payload=True)
@@ -511,6 +525,7 @@ class Store:
 
     def rollback(self, name: str, version: int) -> CheckpointInfo:
         """Move the head to an existing, valid version. History is kept; a consolidation in flight loses its CAS."""
+        _check_version(name, version)
         with self._write.begin() as s:
             ctx = self._context(s, name, lock=True)
             row = self._checkpoint_row(s, ctx, version, payload=True)
@@ -698,7 +713,7 @@ class Store:
         with self._engine.connect() as c:
             row = c.execute(_CONTEXT_AND_ANSWER, {"name": name, "normalized": normalized}).one_or_none()
         if row is None:
-            raise UnknownContext(f"unknown context {name!r}")
+            raise UnknownContext(f"unknown context {shown(name)}")
         ctx = ContextInfo(row.name, row.created_at, row.last_activity_at, row.head_version, row.cursor or 0, row.last)
         if row.answer is None:
             return ctx, None
@@ -738,7 +753,7 @@ class Store:
         with self._write.begin() as s:
             ids = dict(s.execute(select(m.Context.name, m.Context.id).where(m.Context.name.in_(names))).all())
             if missing := sorted(names - ids.keys()):
-                raise UnknownContext(f"unknown context {missing[0]!r}")
+                raise UnknownContext(f"unknown context {shown(missing[0])}")
             s.execute(
                 insert(m.QueryLog),
                 [
@@ -946,7 +961,7 @@ class Store:
         with self._write.begin() as s:
             row = s.scalars(select(m.ApiKey).where(m.ApiKey.name == name)).one_or_none()
             if row is None:
-                raise InvalidInput(f"no API key named {name!r}")
+                raise InvalidInput(f"no API key named {shown(name)}")
             if row.revoked_at is None:
                 row.revoked_at = self._now()
 
@@ -960,6 +975,6 @@ class Store:
             return c.execute(_LIVE_KEY, {"key_hash": _sha256(key.encode())}).scalar()
 
     def has_api_keys(self) -> bool:
-        """Whether any live key exists: without one the HTTP API is open."""
+        """Whether any key was ever created, revoked or not: the HTTP API is open only before the first one."""
         with self._engine.connect() as c:
-            return bool(c.execute(_ANY_LIVE_KEY).scalar())
+            return bool(c.execute(_ANY_KEY_EVER).scalar())

@@ -186,8 +186,10 @@ def test_api_keys(live, app, store):
     assert_error(http.get("/v1/contexts/x", headers={"X-API-Key": key}), 401, "unauthorized")
     assert http.get("/v1/contexts/x", headers={"X-API-Key": other}).status_code == 200
     store.revoke_api_key("other")
-    # every key revoked: open again
-    assert http.get("/v1/contexts/x").status_code == 200
+    # every key revoked: closed stays closed (invariant 9), for no key and for either revoked key
+    for headers in ({}, {"X-API-Key": key}, {"X-API-Key": other}):
+        assert_error(http.post("/v1/contexts/x/messages", json=msgs("hi"), headers=headers), 401, "unauthorized")
+    assert len(store.messages_after("x", 0)) == 1
 
 
 def test_keys_commands_store_only_a_hash(make_cli, local_app, tmp_path):
