@@ -134,6 +134,9 @@ def _configure_sqlite(engine: Engine) -> None:
         _set_wal(cursor)
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
+        # deleted rows are overwritten with zeros, not only unlinked: forgetting a context leaves none of its text in
+        # the file's free space (invariant 8)
+        cursor.execute("PRAGMA secure_delete = ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -9,7 +9,9 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -21,6 +23,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker, undefer
 from sleeptime.db import models as m
 from sleeptime.db.engine import make_engine, write_engine
 from sleeptime.db.errors import CorruptCheckpoint, HeadConflict, InvalidInput, UnknownContext, UnknownVersion
+from sleeptime.db.locks import PassLocks
 from sleeptime.db.migrate import require_current, upgrade
 from sleeptime.db.records import (
     Anticipated,
@@ -150,6 +153,7 @@ class Store:
         self._write = sessionmaker(write_engine(self._engine), expire_on_commit=False)
         self.backend: str = self._engine.dialect.name
         self.url: URL = self._engine.url
+        self._pass_locks = PassLocks(self._engine)
 
     def migrate(self) -> None:
         """Create or upgrade the schema (Alembic, to head)."""
@@ -299,11 +303,11 @@ class Store:
                 MessageRecord(row.seq, row.role, row.content, row.n_tokens, row.created_at) for row in s.scalars(query)
             ]
 
-    def pending(self, name: str) -> Pending:
-        """Messages and tokens after the head cursor."""
+    def pending(self, name: str, after: int | None = None) -> Pending:
+        """Messages and tokens after the head cursor (or after seq `after`)."""
         with self._read() as s:
             ctx = self._context(s, name)
-            cursor = self._head_cursor(s, ctx)
+            cursor = self._head_cursor(s, ctx) if after is None else after
             count, tokens = s.execute(
                 select(func.count(), func.coalesce(func.sum(m.Message.n_tokens), 0)).where(
                     m.Message.context_id == ctx.id, m.Message.seq > cursor
@@ -411,6 +415,11 @@ class Store:
         now = self._now()
         with self._write.begin() as s:
             ctx = self._context(s, name, lock=True)
+            if run_id is not None and not s.scalar(
+                select(exists().where(m.ConsolidationRun.id == run_id, m.ConsolidationRun.context_id == ctx.id))
+            ):
+                # forgotten while the pass ran (its runs went with it), maybe created again under the same name
+                raise UnknownContext(f"context {name!r} was forgotten while this pass ran: nothing is published")
             if ctx.head_version != parent_version:
                 raise HeadConflict(
                     f"context {name!r}: the head is at {ctx.head_version}, not at the expected parent "
@@ -560,6 +569,38 @@ class Store:
                 )
         return doomed
 
+    def forget(self, name: str) -> dict[str, int]:
+        """Delete a context and everything that belongs to it, in one transaction; returns the rows deleted per
+        table. On SQLite the deleted bytes are zeroed (secure_delete, set on every connection) and the WAL, which
+        still holds earlier copies of the pages, is checkpointed and truncated. On PostgreSQL the rows are gone
+        for every reader at commit; their bytes stay in the table files until VACUUM reuses the space (and in WAL
+        archives and backups for as long as those are kept)."""
+        with self._write.begin() as s:
+            ctx = self._context(s, name, lock=True)
+            deleted = {}
+            # answers first: they reference their checkpoint
+            for model in (
+                m.PrecomputedAnswer, m.Checkpoint, m.AnticipatedQuery, m.QueryLog, m.ConsolidationRun, m.Job, m.Message
+            ):
+                deleted[model.__tablename__] = s.execute(delete(model).where(model.context_id == ctx.id)).rowcount
+            s.execute(delete(m.Context).where(m.Context.id == ctx.id))
+            deleted["contexts"] = 1
+        if self.backend == "sqlite":
+            self._truncate_wal()
+        return deleted
+
+    def _truncate_wal(self) -> None:
+        # TRUNCATE waits (busy_timeout) for readers of older pages, copies the WAL into the file and empties it
+        # on the driver's connection: SQLAlchemy would open a transaction around it, and a checkpoint inside one
+        # cannot finish
+        raw = self._engine.raw_connection()
+        try:
+            busy, _, _ = raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            raw.close()
+        if busy:
+            log.warning("the WAL could not be emptied (a reader held it); the next checkpoint overwrites it")
+
     # consolidation runs
 
     def start_run(self, name: str, parent_version: int | None, from_seq: int, to_seq: int) -> int:
@@ -621,6 +662,39 @@ class Store:
                     .values(status="abandoned", finished_at=self._now(), error=reason)
                 )
             return ids
+
+    @contextmanager
+    def pass_lock(self, name: str, stop: Any = None, poll_seconds: float = 0.1) -> Iterator[list[int] | None]:
+        """Hold the context's consolidation lock for the block, waiting while another pass (in any process) holds
+        it. Yields the ids of the runs it closed as abandoned (runs still "running" once the lock is held were left
+        by a process that died, see db/locks.py), or None when `stop` (anything with `is_set()`) was set before the
+        lock came free: the block then runs without it and must not consolidate."""
+        while (release := self._pass_locks.try_acquire(name)) is None:
+            if stop is not None and stop.is_set():
+                break
+            time.sleep(poll_seconds)
+        try:
+            yield None if release is None else self._abandon_dead_runs(name)
+        finally:
+            if release is not None:
+                release()
+
+    def _abandon_dead_runs(self, name: str) -> list[int]:
+        try:
+            return self.abandon_runs(name, "its process ended before finishing it (killed, or the machine was lost)")
+        except UnknownContext:
+            return []
+
+    def reap_runs(self, name: str) -> list[int]:
+        """Close as abandoned the context's runs still marked running whose process is gone: only when no pass
+        holds the lock (a live pass keeps its run). Returns their ids."""
+        release = self._pass_locks.try_acquire(name)
+        if release is None:
+            return []
+        try:
+            return self._abandon_dead_runs(name)
+        finally:
+            release()
 
     def _run_info(self, name: str, row: m.ConsolidationRun) -> RunInfo:
         return RunInfo(
