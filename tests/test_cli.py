@@ -207,13 +207,65 @@ def test_two_consolidations_started_together_publish_once(make_cli, db_url):
         runs = store.list_runs("c")
     assert checkpoint.parent_version is None and checkpoint.cursor_seq == 30
     assert [r.status for r in runs].count("published") == 1
-    published = [done for done in outcomes if done.returncode == 0 and json.loads(done.stdout)["published"]]
-    assert len(published) == 1
-    for done in outcomes:
-        # the other one lost the compare-and-swap, or started after the publish and found nothing to do
-        if done.returncode != 0:
-            assert "not at the expected parent" in error_line(done)
-            assert sorted(r.status for r in runs) == ["published", "superseded"]
+    # the second waited for the first pass (the context's lock), then found nothing left to do
+    assert [done.returncode for done in outcomes] == [0, 0], [done.stderr for done in outcomes]
+    assert sorted(json.loads(done.stdout)["published"] for done in outcomes) == [False, True]
+    assert [r.status for r in runs] == ["published"]
+
+
+def _kill_during_a_pass(cli, url, sig):
+    """Start `consolidate c` and send `sig` once its run is recorded; returns (exit status, stderr)."""
+    with Store(url) as store:
+        runs = len(store.list_runs("c"))
+        proc = cli.popen("consolidate", "c", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while len(store.list_runs("c")) == runs:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+def test_runs_of_a_killed_or_stopped_pass_do_not_stay_running(make_cli, tmp_path):
+    url = sqlite_url(tmp_path / "db.sqlite")
+    cli = make_cli(url)
+    cli.ok("init")
+    cli.ok("ingest", "c", input=jsonl(240, words=40))
+    assert _kill_during_a_pass(cli, url, signal.SIGKILL)[0] == -signal.SIGKILL
+    [status] = cli.ok("status", "--json")
+    assert status["last_run"]["status"] == "abandoned" and status["head_version"] is None
+
+    code, err = _kill_during_a_pass(cli, url, signal.SIGTERM)
+    assert code == 1 and "aborted before publishing" in err and len(err.strip().splitlines()) == 1, err
+    with Store(url) as store:
+        runs = store.list_runs("c")
+        assert [r.status for r in runs] == ["failed", "abandoned"] and store.get_context("c").head_version is None
+    assert cli.ok("consolidate", "c", "--json")["published"]
+
+
+def test_forget_deletes_a_context_and_every_byte_of_its_text(make_cli, tmp_path):
+    url = sqlite_url(tmp_path / "db.sqlite")
+    cli = make_cli(url)
+    cli.ok("init")
+    marker = "Quetzalcoatl-7781 is my secret"
+    cli.ok("ingest", "c", input=json.dumps({"role": "user", "content": marker}) + "\n" + jsonl(20))
+    cli.ok("ingest", "other", input=jsonl(3))
+    cli.ok("anticipate", "c", f"what is {marker}?")
+    cli.ok("consolidate", "c")
+    cli.ok("query", "c", f"where is {marker}?")
+    files = lambda: b"".join(p.read_bytes() for p in tmp_path.glob("db.sqlite*") if p.is_file())
+    assert marker.encode() in files()
+
+    assert cli.run("forget", "c").returncode == 2
+    assert cli.ok("status", "c", "--json")[0]["head_version"] == 1
+    deleted = cli.ok("forget", "c", "--yes", "--json")["deleted"]
+    assert deleted["messages"] == 21 and deleted["checkpoints"] == 1 and deleted["query_log"] == 1
+    assert marker.encode() not in files() and marker.lower().encode() not in files()
+    assert "unknown context 'c'" in error_line(cli.run("forget", "c", "--yes"))
+    assert [row["name"] for row in cli.ok("status", "--json")] == ["other"]
+    assert cli.ok("ingest", "c", "--json", input="a new start")["first_seq"] == 1
+    [fresh] = cli.ok("status", "c", "--json")
+    assert (fresh["head_version"], fresh["last_seq"], fresh["last_run"]) == (None, 1, None)
 
 
 @pytest.mark.parametrize(
