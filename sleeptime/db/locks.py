@@ -9,6 +9,7 @@ the lock is free was left by a process that is gone:
 """
 
 import hashlib
+import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,8 @@ try:
     import fcntl
 except ImportError:  # not POSIX: the in-process lock alone
     fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
 
 # an arbitrary constant: the first key of sleeptime's pass locks, so they cannot meet another application's locks
 PASS_LOCK_CLASS = 0x5EE9
@@ -65,8 +68,11 @@ class PassLocks:
         def release() -> None:
             try:
                 conn.execute(_UNLOCK_PG, params)
+            except Exception:
+                # the connection broke: the server dropped the lock with it
+                log.warning("pass lock of %r: the connection was lost before unlocking", name, exc_info=True)
             finally:
-                # closing returns the connection to the pool; a broken one is discarded, and its lock with it
+                # closing returns the connection to the pool; a broken one is discarded
                 conn.close()
 
         return release
