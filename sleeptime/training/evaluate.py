@@ -1,7 +1,8 @@
 """Recall against history length, through the daemon's own path: consolidate the history into a state with
 `MemoryEngine.consume`, then answer the question with `MemoryEngine.answer` (no tail: everything is in the state).
 
-A hit is an exact match of the expected value inside the generated answer. Samples come from the held-out split.
+A hit is a right answer by `scoring.right`: the expected value stated as a whole token and no other value of its
+kind beside it (docs/model.md, "What right means"). Samples come from the held-out split.
 Histories of one cell are consolidated together as one batch; rows shorter than the longest are left-padded with
 PAD tokens (at most a few dozen tokens in front of histories of thousands).
 
@@ -24,6 +25,7 @@ from sleeptime.models.titans import split_state
 from sleeptime.models.tokenizer import BYTES, Tokenizer
 from sleeptime.training.data import History, Sample, iter_history_ids, make_sample
 from sleeptime.training.everyday import questions as everyday_questions
+from sleeptime.training.scoring import right
 
 DEFAULT_LENGTHS = (4096, 32768, 262144, 1048576, 2097152)
 
@@ -55,8 +57,8 @@ class Cell:
         return self.hits / self.n if self.n else 0.0
 
     def score(self, index: int, sample: Sample, answer: str) -> None:
-        """Count held-out sample `index`'s answer: a hit when the value is inside it; a miss is kept whole."""
-        hit = sample.answer_value in answer
+        """Count held-out sample `index`'s answer: a hit when it is right (`scoring.right`); a miss is kept whole."""
+        hit = right(sample, answer)
         self.hits += hit
         main = sample.queries[0].attribute
         counts = self.updated if any(f.update for f in sample.facts if f.attribute == main) else self.not_updated
@@ -282,7 +284,7 @@ def evaluate_rehearsal(
             "rehearsed": engine.answer(rehearsed_state, sample.question, max_new_tokens=max_answer_tokens),
         }
         for name, answer in answers.items():
-            hits[name] += sample.answer_value in answer
+            hits[name] += right(sample, answer)
         examples.append((sample.answer_value, answers["precomputed"], answers["plain"], answers["rehearsed"]))
     return RehearsalCell(task, tokens, after, n, **hits, seconds=time.monotonic() - start, examples=examples)
 
