@@ -63,6 +63,8 @@ def parse_transcript(data: bytes) -> list[dict[str, Any]]:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise InvalidInput(f"input is not valid UTF-8: byte 0x{data[exc.start]:02x} on line {line}") from None
+    # a byte-order mark (Windows editors write one) is not content: without this the JSONL would read as plain text
+    text = text.removeprefix("\ufeff")
     if not text.lstrip().startswith("{"):
         if not text.strip():
             raise InvalidInput("input is empty: no message to ingest")
@@ -169,16 +171,19 @@ class App:
             raise InvalidInput("no questions to register")
         return self.store.add_anticipated(context, questions, source="registered")
 
-    def consolidate(self, context: str, progress: Progress | None = None, abort: Any = None) -> Consolidation:
-        """One consolidation pass now (see jobs/consolidate.py)."""
-        if self.store.pending(context).messages == 0:
+    def consolidate(
+        self, context: str, progress: Progress | None = None, abort: Any = None, fresh: bool = False
+    ) -> Consolidation:
+        """One consolidation pass now (see jobs/consolidate.py), after any pass in progress on the context. `fresh`
+        rebuilds the memory from every message with the loaded model (a head written by another model)."""
+        if not fresh and self.store.pending(context).messages == 0:
             # nothing to do: answer without loading the model
             return Consolidation(context, False, self.store.head_checkpoint_meta(context), None, 0, 0)
         # the questions answered so far feed this pass's anticipation: write any the front end still holds
         self.queries.flush_log()
         return consolidate(
             self.store, self.engine, context, progress=progress, abort=abort,
-            replay_spans=self.settings.replay_spans, rehearse=self.settings.rehearse,
+            replay_spans=self.settings.replay_spans, rehearse=self.settings.rehearse, fresh=fresh,
         )
 
     def query(self, context: str, question: str) -> QueryResult:
@@ -191,10 +196,14 @@ class App:
         rows = []
         for ctx in contexts:
             pending = self.store.pending(ctx.name)
+            last_run = self.store.last_run(ctx.name)
+            if last_run is not None and last_run.status == "running" and self.store.reap_runs(ctx.name):
+                # its process is gone (killed): say so rather than "running" forever
+                last_run = self.store.last_run(ctx.name)
             rows.append(
                 ContextStatus(
                     ctx.name, ctx.head_version, ctx.cursor_seq, ctx.last_seq, pending.messages, pending.tokens,
-                    ctx.last_activity_at, self.store.last_run(ctx.name),
+                    ctx.last_activity_at, last_run,
                 )
             )
         return rows
@@ -205,6 +214,18 @@ class App:
     def rollback(self, context: str, version: int) -> CheckpointInfo:
         """Move the head back to an existing valid version (a consolidation in flight then loses its CAS)."""
         return self.store.rollback(context, version)
+
+    def forget(self, context: str) -> dict[str, int]:
+        """Delete everything held about a context: its rows (and, on SQLite, every byte of them in the database
+        files), its queued jobs, its cached memory states. A pass running on it cannot publish. The name can be
+        used again, for a new, empty context. Returns the rows deleted per table."""
+        # questions answered a moment ago are written first, so that they are deleted too
+        self.queries.flush_log()
+        deleted = self.store.forget(context)
+        self.queries.forget(context)
+        if self.settings.queue == "procrastinate":
+            deleted["queue_jobs"] = self.pg_queue.forget(context)
+        return deleted
 
     def prune(self, context: str) -> list[int]:
         """Delete old versions beyond keep_checkpoints (the head always stays); returns the deleted versions."""

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
@@ -426,18 +430,35 @@ def ingest_cmd(
 
 
 @app.command("consolidate")
-def consolidate_cmd(ctx: typer.Context, context: str, as_json: JsonFlag = False):
-    """Run a consolidation pass now: feed the new messages through the memory, precompute answers, publish."""
+def consolidate_cmd(
+    ctx: typer.Context,
+    context: str,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Rebuild the memory from every message with the loaded model, on top of the head: the way out for "
+            "a context whose head another model wrote.",
+        ),
+    ] = False,
+    as_json: JsonFlag = False,
+):
+    """Run a consolidation pass now: feed the new messages through the memory, precompute answers, publish. A pass
+    already running on the context (the daemon's, another command's) is waited for: one pass at a time per context.
+    SIGTERM stops the pass before it publishes."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     instance = open_app(ctx)
-    total = instance.store.pending(context).tokens
+    total = instance.store.pending(context, after=0 if fresh else None).tokens
     columns = (TextColumn("consolidating"), BarColumn(), TextColumn("{task.completed}/{task.total} tokens"))
     # no bar off a terminal: logs and pipes get the one summary line
     quiet = as_json or total == 0 or not err_console.is_terminal
-    with Progress(*columns, TimeElapsedColumn(), console=err_console, disable=quiet) as bar:
+    bar = Progress(*columns, TimeElapsedColumn(), console=err_console, disable=quiet)
+    with _stop_on_sigterm() as abort, bar:
         task = bar.add_task("consolidate", total=total)
-        result = instance.consolidate(context, progress=lambda done, of: bar.update(task, completed=done, total=of))
+        result = instance.consolidate(
+            context, progress=lambda done, of: bar.update(task, completed=done, total=of), abort=abort, fresh=fresh
+        )
     if as_json:
         print_json({"published": result.published, "checkpoint": result.checkpoint})
     elif result.published:
@@ -448,6 +469,36 @@ def consolidate_cmd(ctx: typer.Context, context: str, as_json: JsonFlag = False)
         )
     else:
         note(f"nothing to consolidate in {context}: no message after the head")
+
+
+@contextmanager
+def _stop_on_sigterm() -> Iterator[threading.Event]:
+    """An event set by SIGTERM while the block runs: the pass stops before publishing and closes its run record."""
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@app.command("forget")
+def forget_cmd(
+    ctx: typer.Context,
+    context: str,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone.")] = False,
+    as_json: JsonFlag = False,
+):
+    """Delete everything held about a context: messages, checkpoints, answers, questions, query log, runs, jobs.
+    On SQLite no byte of it stays in the database files; on PostgreSQL see docs/deploy.md. A pass running on it
+    cannot publish. The name can then be used again, for a new, empty context."""
+    if not yes:
+        raise typer.BadParameter("forgetting cannot be undone: add --yes to confirm", param_hint="--yes")
+    deleted = open_app(ctx).forget(context)
+    if as_json:
+        print_json({"context": context, "deleted": deleted})
+    else:
+        note(f"forgot {context}: {deleted.get('messages', 0)} message(s), {deleted.get('checkpoints', 0)} checkpoint(s)")
 
 
 @app.command("query")
@@ -568,7 +619,9 @@ def worker_cmd(
 
 
 keys_app = typer.Typer(
-    help="Manage API keys: once one exists, every /v1 HTTP call needs X-API-Key.", no_args_is_help=True
+    help="Manage API keys: once one has been created, every /v1 HTTP call needs a valid X-API-Key, even after every "
+    "key is revoked.",
+    no_args_is_help=True,
 )
 app.add_typer(keys_app, name="keys")
 HostOption = Annotated[str | None, typer.Option(envvar="SLEEPTIME_HOST", help="Address to listen on.")]
@@ -634,7 +687,8 @@ def keys_list_cmd(ctx: typer.Context, as_json: JsonFlag = False):
 
 @keys_app.command("revoke")
 def keys_revoke_cmd(ctx: typer.Context, name: str, as_json: JsonFlag = False):
-    """Revoke an API key by name: calls with it get 401 from now on."""
+    """Revoke an API key by name: calls with it get 401 from now on. Revoking the last key does not open the API:
+    calls without a valid key keep getting 401."""
     open_app(ctx).store.revoke_api_key(name)
     if as_json:
         print_json({"name": name, "revoked": True})

@@ -207,13 +207,65 @@ def test_two_consolidations_started_together_publish_once(make_cli, db_url):
         runs = store.list_runs("c")
     assert checkpoint.parent_version is None and checkpoint.cursor_seq == 30
     assert [r.status for r in runs].count("published") == 1
-    published = [done for done in outcomes if done.returncode == 0 and json.loads(done.stdout)["published"]]
-    assert len(published) == 1
-    for done in outcomes:
-        # the other one lost the compare-and-swap, or started after the publish and found nothing to do
-        if done.returncode != 0:
-            assert "not at the expected parent" in error_line(done)
-            assert sorted(r.status for r in runs) == ["published", "superseded"]
+    # the second waited for the first pass (the context's lock), then found nothing left to do
+    assert [done.returncode for done in outcomes] == [0, 0], [done.stderr for done in outcomes]
+    assert sorted(json.loads(done.stdout)["published"] for done in outcomes) == [False, True]
+    assert [r.status for r in runs] == ["published"]
+
+
+def _kill_during_a_pass(cli, url, sig):
+    """Start `consolidate c` and send `sig` once its run is recorded; returns (exit status, stderr)."""
+    with Store(url) as store:
+        runs = len(store.list_runs("c"))
+        proc = cli.popen("consolidate", "c", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while len(store.list_runs("c")) == runs:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+def test_runs_of_a_killed_or_stopped_pass_do_not_stay_running(make_cli, tmp_path):
+    url = sqlite_url(tmp_path / "db.sqlite")
+    cli = make_cli(url)
+    cli.ok("init")
+    cli.ok("ingest", "c", input=jsonl(240, words=40))
+    assert _kill_during_a_pass(cli, url, signal.SIGKILL)[0] == -signal.SIGKILL
+    [status] = cli.ok("status", "--json")
+    assert status["last_run"]["status"] == "abandoned" and status["head_version"] is None
+
+    code, err = _kill_during_a_pass(cli, url, signal.SIGTERM)
+    assert code == 1 and "aborted before publishing" in err and len(err.strip().splitlines()) == 1, err
+    with Store(url) as store:
+        runs = store.list_runs("c")
+        assert [r.status for r in runs] == ["failed", "abandoned"] and store.get_context("c").head_version is None
+    assert cli.ok("consolidate", "c", "--json")["published"]
+
+
+def test_forget_deletes_a_context_and_every_byte_of_its_text(make_cli, tmp_path):
+    url = sqlite_url(tmp_path / "db.sqlite")
+    cli = make_cli(url)
+    cli.ok("init")
+    marker = "Quetzalcoatl-7781 is my secret"
+    cli.ok("ingest", "c", input=json.dumps({"role": "user", "content": marker}) + "\n" + jsonl(20))
+    cli.ok("ingest", "other", input=jsonl(3))
+    cli.ok("anticipate", "c", f"what is {marker}?")
+    cli.ok("consolidate", "c")
+    cli.ok("query", "c", f"where is {marker}?")
+    files = lambda: b"".join(p.read_bytes() for p in tmp_path.glob("db.sqlite*") if p.is_file())
+    assert marker.encode() in files()
+
+    assert cli.run("forget", "c").returncode == 2
+    assert cli.ok("status", "c", "--json")[0]["head_version"] == 1
+    deleted = cli.ok("forget", "c", "--yes", "--json")["deleted"]
+    assert deleted["messages"] == 21 and deleted["checkpoints"] == 1 and deleted["query_log"] == 1
+    assert marker.encode() not in files() and marker.lower().encode() not in files()
+    assert "unknown context 'c'" in error_line(cli.run("forget", "c", "--yes"))
+    assert [row["name"] for row in cli.ok("status", "--json")] == ["other"]
+    assert cli.ok("ingest", "c", "--json", input="a new start")["first_seq"] == 1
+    [fresh] = cli.ok("status", "c", "--json")
+    assert (fresh["head_version"], fresh["last_seq"], fresh["last_run"]) == (None, 1, None)
 
 
 @pytest.mark.parametrize(
@@ -224,6 +276,9 @@ def test_two_consolidations_started_together_publish_once(make_cli, db_url):
         pytest.param(b"{not json at all", None, id="brace-but-not-json"),
         pytest.param(b"\xff", None, id="bad-utf8"),
         pytest.param(b"", None, id="empty"),
+        pytest.param(
+            b'\xef\xbb\xbf{"role": "assistant", "content": "hi"}\n', [{"role": "assistant", "content": "hi"}], id="bom"
+        ),
     ],
 )
 def test_parse_transcript(data, messages):
@@ -232,6 +287,84 @@ def test_parse_transcript(data, messages):
             parse_transcript(data)
     else:
         assert parse_transcript(data) == messages
+
+
+def test_a_jsonl_file_with_a_byte_order_mark_is_read_as_jsonl(make_cli, tmp_path):
+    cli = make_cli(sqlite_url(tmp_path / "db.sqlite"))
+    cli.ok("init")
+    transcript = tmp_path / "chat.jsonl"
+    transcript.write_bytes(b"\xef\xbb\xbf" + jsonl(2, words=3).encode())
+    assert cli.ok("ingest", "c", str(transcript), "--json")["messages"] == 2
+    with Store(sqlite_url(tmp_path / "db.sqlite")) as store:
+        assert [m.role for m in store.messages_after("c", 0)] == ["user", "assistant"]
+
+
+def test_unusable_databases_are_one_line_errors(make_cli, local_app, tmp_path):
+    not_a_db = tmp_path / "passwd"
+    not_a_db.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    local_app(sqlite_url(tmp_path / "db.sqlite")).ingest("c", [{"role": "user", "content": "hello"}])
+    # read-only through SQLite's own flag: file permissions do not stop root, who runs many CI jobs
+    read_only = f"sqlite:///file:{tmp_path / 'db.sqlite'}?mode=ro&uri=true"
+    cases = [
+        ("postgresql+psycopg://u:hunter2@127.0.0.1:1/x", ("status",), "connection refused"),
+        (sqlite_url(not_a_db), ("status",), "file is not a database"),
+        (read_only, ("ingest", "c", "-"), "readonly database"),
+        ("postgresql://u:hunter2@host:port/db", ("status",), "invalid database url"),
+    ]
+    for url, args, expected in cases:
+        line = error_line(make_cli(url).run(*args, input="hi"))
+        assert expected in line.lower() and "hunter2" not in line, (url, line)
+    assert not_a_db.read_text().startswith("root:")
+
+
+@pytest.mark.postgres
+def test_a_missing_postgres_database_is_one_line(make_cli, pg_url):
+    from sqlalchemy.engine import make_url
+
+    missing = make_url(pg_url).set(database="sleeptime_no_such_database").render_as_string(hide_password=False)
+    assert 'database "sleeptime_no_such_database" does not exist' in error_line(make_cli(missing).run("status"))
+
+
+def test_huge_version_numbers_are_unknown_versions(make_cli, local_app, db_url):
+    local_app(db_url).ingest("c", [{"role": "user", "content": "hello"}])
+    cli = make_cli(db_url)
+    for version in ("99999999999999999999", "2147483648", "-1"):
+        assert f"no checkpoint version {version}" in error_line(cli.run("rollback", "c", "--", version))
+
+
+def test_context_names_dot_and_dotdot_are_refused_and_long_names_cut(make_cli, local_app, tmp_path):
+    url = sqlite_url(tmp_path / "db.sqlite")
+    local_app(url)
+    cli = make_cli(url)
+    for name in (".", ".."):
+        assert "invalid context name" in error_line(cli.run("ingest", name, "-", input="hello"))
+    long = "x" * 10_000
+    for args in (("ingest", long, "-"), ("status", long), ("query", long, "hi?")):
+        line = error_line(cli.run(*args, input="hello"))
+        assert len(line) < 200 and "10000 characters" in line, line
+    assert snapshot(url) == ([], {}, {}, {})
+
+
+def _damaged_models(tiny_model_path, tmp_path) -> dict:
+    data = tiny_model_path.read_bytes()
+    flipped = bytearray(data)
+    # one bit of a weight near the end of the file: it still loads as a model unless its digest is checked
+    flipped[-100] ^= 0x10
+    paths = {"corrupt": tmp_path / "flipped.safetensors", "truncated": tmp_path / "cut.safetensors"}
+    paths["corrupt"].write_bytes(bytes(flipped))
+    paths["truncated"].write_bytes(data[: len(data) // 2])
+    return paths
+
+
+def test_a_damaged_model_file_is_refused_in_one_line(make_cli, local_app, tiny_model_path, tmp_path):
+    url = sqlite_url(tmp_path / "db.sqlite")
+    local_app(url).ingest("c", [{"role": "user", "content": "hello"}])
+    before = snapshot(url)
+    for kind, path in _damaged_models(tiny_model_path, tmp_path).items():
+        cli = make_cli(url, SLEEPTIME_MODEL=str(path))
+        for args in (("consolidate", "c"), ("query", "c", "what did I say?")):
+            assert "cannot load model" in error_line(cli.run(*args)), (kind, args)
+    assert snapshot(url) == before
 
 
 def test_commands_without_a_model_never_import_torch(make_cli, local_app, tmp_path):

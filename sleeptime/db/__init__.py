@@ -1,7 +1,14 @@
 """The database layer: schema, engines, migrations and the Store. It knows bytes, never torch."""
 
 from sleeptime.db.engine import make_engine
-from sleeptime.db.errors import CorruptCheckpoint, HeadConflict, InvalidInput, UnknownContext, UnknownVersion
+from sleeptime.db.errors import (
+    CorruptCheckpoint,
+    DatabaseUnavailable,
+    HeadConflict,
+    InvalidInput,
+    UnknownContext,
+    UnknownVersion,
+)
 from sleeptime.db.migrate import current_revision, head_revision, require_current, upgrade
 from sleeptime.db.records import (
     Anticipated,
@@ -25,6 +32,7 @@ __all__ = [
     "CheckpointInfo",
     "ContextInfo",
     "CorruptCheckpoint",
+    "DatabaseUnavailable",
     "HeadConflict",
     "InvalidInput",
     "Job",

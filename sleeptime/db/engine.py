@@ -1,6 +1,7 @@
 """Engines: SQLite tuned for several processes on one file, PostgreSQL with a pessimistic pool."""
 
 import os
+import re
 import socket
 import sqlite3
 import time
@@ -11,19 +12,31 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
-from sleeptime.db.errors import InvalidInput
+from sleeptime.db.errors import DatabaseUnavailable, InvalidInput
 
 # a Connection carrying this execution option opens its transaction with BEGIN IMMEDIATE on SQLite
 WRITE_OPTION = "sleeptime_write"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
+# user:password@ in a URL that did not parse: the password part is masked before the URL is shown
+_CREDENTIALS = re.compile(r"(://[^:/@]*:|^[^:/@]*:(?!//))[^@]*@")
+
+
+def masked_url(url: str | URL) -> str:
+    """The URL as errors and logs may show it: any password replaced by ***."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    return _CREDENTIALS.sub(r"\1***@", url)
+
+
 def normalize_url(url: str | URL) -> URL:
     """Parse a SQLAlchemy URL; a bare `postgresql://` gets the psycopg 3 driver, the one installed."""
     try:
         parsed = make_url(url)
-    except Exception as exc:  # noqa: BLE001 re-raised as InvalidInput
-        raise InvalidInput(f"invalid database URL {str(url)!r}: {exc}") from None
+    except Exception:  # noqa: BLE001 re-raised as InvalidInput
+        # not SQLAlchemy's message: it repeats the whole URL, password included
+        raise InvalidInput(f"invalid database URL {masked_url(str(url))!r}: expected dialect+driver://...") from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
@@ -48,17 +61,53 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
             # pg_stat_activity then names the process behind each connection (host:pid)
             connect_args = {"application_name": process_label("sleeptime"), **kwargs.pop("connect_args", {})}
             kwargs["connect_args"] = connect_args
-        return create_engine(parsed, pool_pre_ping=True, **kwargs)
+        engine = create_engine(parsed, pool_pre_ping=True, **kwargs)
+        _report_unusable(engine)
+        return engine
 
     if is_memory_sqlite(parsed):
         # one shared connection, or every checkout would see a different empty database
         kwargs.setdefault("poolclass", StaticPool)
         kwargs.setdefault("connect_args", {"check_same_thread": False})
-    else:
+    elif parsed.query.get("uri") != "true":
+        # a `file:` URI names an existing file (and SQLite options): nothing to create
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(parsed, **kwargs)
     _configure_sqlite(engine)
+    _report_unusable(engine)
     return engine
+
+
+# SQLite's words for a file that cannot serve at all: no query on it can succeed, whatever the code does
+_SQLITE_UNUSABLE = (
+    "file is not a database",
+    "attempt to write a readonly database",
+    "unable to open database file",
+    "disk i/o error",
+    "database or disk is full",
+    "database disk image is malformed",
+)
+
+
+def _report_unusable(engine: Engine) -> None:
+    """Turn "this database cannot be used" (unreachable server, missing database, read-only or foreign file) into
+    DatabaseUnavailable, a one-line user error; any other database error stays as it is (a bug keeps its trace)."""
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: Any) -> Exception | None:
+        if context.is_pre_ping:
+            # the pool replaces a dead connection on its own
+            return None
+        original = context.original_exception
+        first_line = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
+        if engine.dialect.name == "sqlite":
+            unusable = first_line.lower().startswith(_SQLITE_UNUSABLE)
+        else:
+            # psycopg's OperationalError: the connection failed or broke (a failing statement raises other classes)
+            unusable = context.is_disconnect or type(original).__name__ == "OperationalError"
+        if not unusable:
+            return None
+        return DatabaseUnavailable(f"database {masked_url(engine.url)}: {first_line}")
 
 
 def _set_wal(cursor: Any) -> None:
@@ -85,6 +134,9 @@ def _configure_sqlite(engine: Engine) -> None:
         _set_wal(cursor)
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
+        # deleted rows are overwritten with zeros, not only unlinked: forgetting a context leaves none of its text in
+        # the file's free space (invariant 8)
+        cursor.execute("PRAGMA secure_delete = ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")

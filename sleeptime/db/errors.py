@@ -21,3 +21,7 @@ class HeadConflict(SleeptimeError):
 
 class InvalidInput(SleeptimeError):
     """Input refused before anything was written."""
+
+
+class DatabaseUnavailable(SleeptimeError):
+    """The database cannot be used at all: unreachable, missing, read-only, or not a database."""

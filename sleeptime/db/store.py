@@ -9,7 +9,9 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -21,6 +23,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker, undefer
 from sleeptime.db import models as m
 from sleeptime.db.engine import make_engine, write_engine
 from sleeptime.db.errors import CorruptCheckpoint, HeadConflict, InvalidInput, UnknownContext, UnknownVersion
+from sleeptime.db.locks import PassLocks
 from sleeptime.db.migrate import require_current, upgrade
 from sleeptime.db.records import (
     Anticipated,
@@ -34,7 +37,7 @@ from sleeptime.db.records import (
     Precomputed,
     RunInfo,
 )
-from sleeptime.db.text import normalize_question
+from sleeptime.db.text import normalize_question, shown
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +51,22 @@ def utcnow() -> datetime:
 
 
 def _check_name(what: str, name: object) -> str:
-    if not isinstance(name, str) or not CONTEXT_NAME.fullmatch(name):
-        raise InvalidInput(f"invalid {what} name {name!r}: use 1-128 characters from A-Z a-z 0-9 _ . : @ -")
+    # "." and ".." read as paths (in a URL they would even move up a level): refused
+    if not isinstance(name, str) or not CONTEXT_NAME.fullmatch(name) or name in (".", ".."):
+        raise InvalidInput(
+            f"invalid {what} name {shown(name)}: use 1-128 characters from A-Z a-z 0-9 _ . : @ -, not . or .."
+        )
     return name
+
+
+# versions are 32-bit integer columns: a larger number cannot name a stored version (and would overflow the driver)
+MAX_VERSION = 2**31 - 1
+
+
+def _check_version(name: str, version: object) -> int:
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
+        raise UnknownVersion(f"context {shown(name)} has no checkpoint version {shown(version)}")
+    return version
 
 
 def _check_text(what: str, value: object, max_bytes: int) -> str:
@@ -122,7 +138,8 @@ def _context_and_answer_query() -> Any:
 
 _CONTEXT_AND_ANSWER = _context_and_answer_query()
 _LIVE_KEY = select(m.ApiKey.name).where(m.ApiKey.key_hash == bindparam("key_hash"), m.ApiKey.revoked_at.is_(None))
-_ANY_LIVE_KEY = select(exists().where(m.ApiKey.revoked_at.is_(None)))
+# revoked keys count: keys are never deleted, so once one was created the API stays closed (invariant 9)
+_ANY_KEY_EVER = select(exists().where(m.ApiKey.id.is_not(None)))
 
 
 class Store:
@@ -136,6 +153,7 @@ class Store:
         self._write = sessionmaker(write_engine(self._engine), expire_on_commit=False)
         self.backend: str = self._engine.dialect.name
         self.url: URL = self._engine.url
+        self._pass_locks = PassLocks(self._engine)
 
     def migrate(self) -> None:
         """Create or upgrade the schema (Alembic, to head)."""
@@ -169,7 +187,7 @@ class Store:
             query = query.with_for_update(key_share=True)
         ctx = s.scalars(query).one_or_none()
         if ctx is None:
-            raise UnknownContext(f"unknown context {name!r}")
+            raise UnknownContext(f"unknown context {shown(name)}")
         return ctx
 
     def _create_context(self, s: Session, name: str) -> None:
@@ -222,7 +240,7 @@ class Store:
         with self._read() as s:
             found = self._contexts(s, name)
         if not found:
-            raise UnknownContext(f"unknown context {name!r}")
+            raise UnknownContext(f"unknown context {shown(name)}")
         return found[0]
 
     def list_contexts(self) -> list[ContextInfo]:
@@ -285,11 +303,11 @@ class Store:
                 MessageRecord(row.seq, row.role, row.content, row.n_tokens, row.created_at) for row in s.scalars(query)
             ]
 
-    def pending(self, name: str) -> Pending:
-        """Messages and tokens after the head cursor."""
+    def pending(self, name: str, after: int | None = None) -> Pending:
+        """Messages and tokens after the head cursor (or after seq `after`)."""
         with self._read() as s:
             ctx = self._context(s, name)
-            cursor = self._head_cursor(s, ctx)
+            cursor = self._head_cursor(s, ctx) if after is None else after
             count, tokens = s.execute(
                 select(func.count(), func.coalesce(func.sum(m.Message.n_tokens), 0)).where(
                     m.Message.context_id == ctx.id, m.Message.seq > cursor
@@ -397,6 +415,11 @@ class Store:
         now = self._now()
         with self._write.begin() as s:
             ctx = self._context(s, name, lock=True)
+            if run_id is not None and not s.scalar(
+                select(exists().where(m.ConsolidationRun.id == run_id, m.ConsolidationRun.context_id == ctx.id))
+            ):
+                # forgotten while the pass ran (its runs went with it), maybe created again under the same name
+                raise UnknownContext(f"context {name!r} was forgotten while this pass ran: nothing is published")
             if ctx.head_version != parent_version:
                 raise HeadConflict(
                     f"context {name!r}: the head is at {ctx.head_version}, not at the expected parent "
@@ -456,7 +479,7 @@ class Store:
         """The checkpoint `version` (default: the head), verified; raises UnknownVersion or CorruptCheckpoint."""
         with self._read() as s:
             ctx = self._context(s, name)
-            wanted = ctx.head_version if version is None else version
+            wanted = ctx.head_version if version is None else _check_version(name, version)
             if wanted is None:
                 raise UnknownVersion(f"context {name!r} has no checkpoint yet")
             row = self._checkpoint_row(s, ctx, wanted, payload=True)
@@ -511,6 +534,7 @@ class Store:
 
     def rollback(self, name: str, version: int) -> CheckpointInfo:
         """Move the head to an existing, valid version. History is kept; a consolidation in flight loses its CAS."""
+        _check_version(name, version)
         with self._write.begin() as s:
             ctx = self._context(s, name, lock=True)
             row = self._checkpoint_row(s, ctx, version, payload=True)
@@ -544,6 +568,38 @@ class Store:
                     delete(m.Checkpoint).where(m.Checkpoint.context_id == ctx.id, m.Checkpoint.version.in_(doomed))
                 )
         return doomed
+
+    def forget(self, name: str) -> dict[str, int]:
+        """Delete a context and everything that belongs to it, in one transaction; returns the rows deleted per
+        table. On SQLite the deleted bytes are zeroed (secure_delete, set on every connection) and the WAL, which
+        still holds earlier copies of the pages, is checkpointed and truncated. On PostgreSQL the rows are gone
+        for every reader at commit; their bytes stay in the table files until VACUUM reuses the space (and in WAL
+        archives and backups for as long as those are kept)."""
+        with self._write.begin() as s:
+            ctx = self._context(s, name, lock=True)
+            deleted = {}
+            # answers first: they reference their checkpoint
+            for model in (
+                m.PrecomputedAnswer, m.Checkpoint, m.AnticipatedQuery, m.QueryLog, m.ConsolidationRun, m.Job, m.Message
+            ):
+                deleted[model.__tablename__] = s.execute(delete(model).where(model.context_id == ctx.id)).rowcount
+            s.execute(delete(m.Context).where(m.Context.id == ctx.id))
+            deleted["contexts"] = 1
+        if self.backend == "sqlite":
+            self._truncate_wal()
+        return deleted
+
+    def _truncate_wal(self) -> None:
+        # TRUNCATE waits (busy_timeout) for readers of older pages, copies the WAL into the file and empties it
+        # on the driver's connection: SQLAlchemy would open a transaction around it, and a checkpoint inside one
+        # cannot finish
+        raw = self._engine.raw_connection()
+        try:
+            busy, _, _ = raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            raw.close()
+        if busy:
+            log.warning("the WAL could not be emptied (a reader held it); the next checkpoint overwrites it")
 
     # consolidation runs
 
@@ -606,6 +662,39 @@ class Store:
                     .values(status="abandoned", finished_at=self._now(), error=reason)
                 )
             return ids
+
+    @contextmanager
+    def pass_lock(self, name: str, stop: Any = None, poll_seconds: float = 0.1) -> Iterator[list[int] | None]:
+        """Hold the context's consolidation lock for the block, waiting while another pass (in any process) holds
+        it. Yields the ids of the runs it closed as abandoned (runs still "running" once the lock is held were left
+        by a process that died, see db/locks.py), or None when `stop` (anything with `is_set()`) was set before the
+        lock came free: the block then runs without it and must not consolidate."""
+        while (release := self._pass_locks.try_acquire(name)) is None:
+            if stop is not None and stop.is_set():
+                break
+            time.sleep(poll_seconds)
+        try:
+            yield None if release is None else self._abandon_dead_runs(name)
+        finally:
+            if release is not None:
+                release()
+
+    def _abandon_dead_runs(self, name: str) -> list[int]:
+        try:
+            return self.abandon_runs(name, "its process ended before finishing it (killed, or the machine was lost)")
+        except UnknownContext:
+            return []
+
+    def reap_runs(self, name: str) -> list[int]:
+        """Close as abandoned the context's runs still marked running whose process is gone: only when no pass
+        holds the lock (a live pass keeps its run). Returns their ids."""
+        release = self._pass_locks.try_acquire(name)
+        if release is None:
+            return []
+        try:
+            return self._abandon_dead_runs(name)
+        finally:
+            release()
 
     def _run_info(self, name: str, row: m.ConsolidationRun) -> RunInfo:
         return RunInfo(
@@ -698,7 +787,7 @@ class Store:
         with self._engine.connect() as c:
             row = c.execute(_CONTEXT_AND_ANSWER, {"name": name, "normalized": normalized}).one_or_none()
         if row is None:
-            raise UnknownContext(f"unknown context {name!r}")
+            raise UnknownContext(f"unknown context {shown(name)}")
         ctx = ContextInfo(row.name, row.created_at, row.last_activity_at, row.head_version, row.cursor or 0, row.last)
         if row.answer is None:
             return ctx, None
@@ -738,7 +827,7 @@ class Store:
         with self._write.begin() as s:
             ids = dict(s.execute(select(m.Context.name, m.Context.id).where(m.Context.name.in_(names))).all())
             if missing := sorted(names - ids.keys()):
-                raise UnknownContext(f"unknown context {missing[0]!r}")
+                raise UnknownContext(f"unknown context {shown(missing[0])}")
             s.execute(
                 insert(m.QueryLog),
                 [
@@ -946,7 +1035,7 @@ class Store:
         with self._write.begin() as s:
             row = s.scalars(select(m.ApiKey).where(m.ApiKey.name == name)).one_or_none()
             if row is None:
-                raise InvalidInput(f"no API key named {name!r}")
+                raise InvalidInput(f"no API key named {shown(name)}")
             if row.revoked_at is None:
                 row.revoked_at = self._now()
 
@@ -960,6 +1049,6 @@ class Store:
             return c.execute(_LIVE_KEY, {"key_hash": _sha256(key.encode())}).scalar()
 
     def has_api_keys(self) -> bool:
-        """Whether any live key exists: without one the HTTP API is open."""
+        """Whether any key was ever created, revoked or not: the HTTP API is open only before the first one."""
         with self._engine.connect() as c:
-            return bool(c.execute(_ANY_LIVE_KEY).scalar())
+            return bool(c.execute(_ANY_KEY_EVER).scalar())

@@ -31,7 +31,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sleeptime import SleeptimeError, __version__
 from sleeptime.app import App
-from sleeptime.db import CorruptCheckpoint, HeadConflict, InvalidInput, UnknownContext, UnknownVersion
+from sleeptime.db import (
+    CorruptCheckpoint,
+    DatabaseUnavailable,
+    HeadConflict,
+    InvalidInput,
+    UnknownContext,
+    UnknownVersion,
+)
 from sleeptime.frontend.deps import Frontend
 from sleeptime.frontend.metrics import Metrics
 from sleeptime.frontend.query import QueryLogWriter
@@ -50,6 +57,8 @@ ERROR_STATUS: dict[type[Exception], int] = {
     HeadConflict: 409,
     CorruptCheckpoint: 409,
     ModelMismatch: 409,
+    # the service cannot reach its database: not the client's fault
+    DatabaseUnavailable: 503,
 }
 # another subclass is a refused request; the plain SleeptimeError is what the App raises for server-side conditions
 # (the model does not load, a stored checkpoint is unreadable): the service cannot answer, the client did no wrong

@@ -118,6 +118,12 @@ class StateCache:
             _, evicted = self._entries.popitem(last=False)
             self.used -= evicted.nbytes
 
+    def evict(self, context: str) -> None:
+        """Drop every cached state of a context (it was forgotten)."""
+        with self._lock:
+            for key in [key for key in self._entries if key[0] == context]:
+                self.used -= self._entries.pop(key).nbytes
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
@@ -310,6 +316,10 @@ class QueryEngine:
         """Return once every query answered so far is in the query log."""
         if (writer := self.log_writer) is not None:
             writer.flush()
+
+    def forget(self, context: str) -> None:
+        """Drop what this engine holds of a forgotten context: its cached states."""
+        self.cache.evict(context)
 
     def warm(self, context: str) -> bool:
         """Load the head state of `context` into the cache ahead of its first query (start-up warm-up).

@@ -57,6 +57,11 @@ class AnticipateResponse(BaseModel):
     added: int = Field(description="questions that were not registered before")
 
 
+class ForgetResponse(BaseModel):
+    context: str
+    deleted: dict[str, int] = Field(description="rows deleted per table")
+
+
 class RunOut(BaseModel):
     id: int
     parent_version: int | None

@@ -11,7 +11,10 @@
      demo model's answers through later conversation, docs/research/experiments.md)
   5. publish checkpoint + head CAS + answers in one transaction; a lost CAS marks the run superseded
 
-Nothing is written to the head before step 5, so a crash at any point leaves the head unchanged.
+Nothing is written to the head before step 5, so a crash at any point leaves the head unchanged. The whole pass
+holds the context's consolidation lock (db/locks.py): a second pass on the context, from any process, waits for it
+and then finds nothing left to do. With `fresh`, step 2 starts from an empty state and step 3 reads every message:
+the way out for a context whose head was written by another model.
 """
 
 import logging
@@ -72,8 +75,10 @@ class _Pass:
         abort: Any,
         replay_spans: int = 0,
         rehearse: bool = False,
+        fresh: bool = False,
     ):
         self.store, self.engine, self.context = store, engine, context
+        self.fresh = fresh
         self.progress, self.abort = progress, abort
         self.replay_spans, self.rehearse = replay_spans, rehearse
         # the pass's tokens, kept only for replay (2 bytes each while the vocabulary fits in 16 bits)
@@ -95,10 +100,14 @@ class _Pass:
         head = self.store.head_checkpoint_meta(self.context)
         if head is None:
             return self.engine.new_state(), None, 0
+        if self.fresh:
+            # a new memory over the whole transcript, published on top of the head (which stays in the history)
+            return self.engine.new_state(), head.version, 0
         if head.model_id != self.engine.model_id:
             raise ModelMismatch(
                 f"context {self.context!r}: head checkpoint {head.version} was written by model {head.model_id}, "
-                f"but the loaded model is {self.engine.model_id}; use that model (--model) or roll back"
+                f"but the loaded model is {self.engine.model_id}; use that model (--model), roll back, or rebuild "
+                f"the memory with this model: sleeptime consolidate {self.context} --fresh"
             )
         # by version, not "the head": the cursor and the state must come from the same checkpoint
         checkpoint = self.store.load_checkpoint(self.context, head.version)
@@ -198,17 +207,25 @@ class _Pass:
         if to_seq <= cursor:
             head = self.store.head_checkpoint_meta(self.context)
             return Consolidation(self.context, False, head, None, 0, 0)
-        self.total_tokens = self.store.pending(self.context).tokens
+        self.total_tokens = self.store.pending(self.context, after=cursor).tokens
         run_id = self.store.start_run(self.context, parent, cursor, to_seq)
         try:
             return self.publish(run_id, state, parent, cursor, to_seq)
         except HeadConflict as exc:
-            self.store.finish_run(run_id, "superseded", error=str(exc))
+            self.close_run(run_id, "superseded", str(exc))
             raise
         except BaseException as exc:
-            # KeyboardInterrupt too: the run record says how it ended (a SIGKILL leaves it "running")
-            self.store.finish_run(run_id, "failed", error=str(exc) or type(exc).__name__)
+            # KeyboardInterrupt too: the run record says how it ended (a SIGKILL leaves it "running" until the next
+            # pass or status finds the lock free and closes it as abandoned)
+            self.close_run(run_id, "failed", str(exc) or type(exc).__name__)
             raise
+
+    def close_run(self, run_id: int, status: str, error: str) -> None:
+        try:
+            self.store.finish_run(run_id, status, error=error)
+        except SleeptimeError as exc:
+            # the context was forgotten meanwhile, its runs with it: the error that ended the pass is the one to raise
+            log.info("run %d not closed: %s", run_id, exc)
 
     def publish(self, run_id: int, state: Any, parent: int | None, cursor: int, to_seq: int) -> Consolidation:
         state, stats, messages = self.consume(state, cursor, to_seq)
@@ -222,6 +239,8 @@ class _Pass:
             state, rehearsed = self.engine.rehearse(state, [(question, answer) for question, _, answer in answers])
         payload = self.engine.encode_state(state)
         meta = self.meta(stats, messages, cursor, to_seq, len(answers), replayed, rehearsed)
+        if self.fresh:
+            meta["fresh"] = True
         self.check()
         info = self.store.publish_checkpoint(
             self.context, parent, to_seq, self.engine.model_id, payload, meta, answers, run_id=run_id
@@ -243,8 +262,16 @@ def consolidate(
     abort: Any = None,
     replay_spans: int = 0,
     rehearse: bool = False,
+    fresh: bool = False,
 ) -> Consolidation:
-    """Run one pass. `progress(done_tokens, total_tokens)` is called per model segment; setting the `abort` event
-    (anything with `is_set()`) stops the pass before it publishes (Aborted). Raises HeadConflict when another pass or
-    a rollback moved the head first, ModelMismatch for a head from another model, UnknownContext."""
-    return _Pass(store, engine, context, progress, abort, replay_spans, rehearse).run()
+    """Run one pass under the context's consolidation lock, waiting for a pass in progress first.
+    `progress(done_tokens, total_tokens)` is called per model segment; setting the `abort` event (anything with
+    `is_set()`) stops the pass, or the wait, before it publishes (Aborted). `fresh` rebuilds the memory from every
+    message with this engine's model. Raises HeadConflict when a rollback moved the head first, ModelMismatch for a
+    head from another model, UnknownContext (also for a context forgotten during the pass)."""
+    with store.pass_lock(context, stop=abort) as abandoned:
+        if abandoned is None:
+            raise Aborted(f"consolidation of {context!r} aborted while waiting for the pass in progress")
+        if abandoned:
+            log.warning("context %r: runs %s of a dead process closed as abandoned", context, abandoned)
+        return _Pass(store, engine, context, progress, abort, replay_spans, rehearse, fresh).run()

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import procrastinate
 from procrastinate.exceptions import AlreadyEnqueued
@@ -35,10 +35,8 @@ from sleeptime import SleeptimeError
 from sleeptime.db import HeadConflict
 from sleeptime.db.engine import normalize_url, process_label
 from sleeptime.jobs.consolidate import Aborted
+from sleeptime.jobs.host import Host
 from sleeptime.jobs.worker import GC_EVERY_SWEEPS
-
-if TYPE_CHECKING:
-    from sleeptime.app import App
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +93,7 @@ class _Abort:
 class PgQueue:
     """sleeptime's tasks on a procrastinate App bound to `app`'s database."""
 
-    def __init__(self, app: "App"):
+    def __init__(self, app: Host):
         self.app = app
         self.settings = app.settings
         # procrastinate's pool checks each connection as it leaves the pool, so one the server killed is replaced
@@ -174,6 +172,18 @@ class PgQueue:
                     return waiting[0].id
                 # the waiting job started in between: queue again behind it
                 return deferrer.defer(context=context, reason=reason)
+
+    def forget(self, context: str) -> int:
+        """Delete the context's jobs (their arguments name it) and ask a running one to abort; returns how many
+        were deleted. A running pass that does not stop in time cannot publish: its context is gone."""
+        lock = f"context:{context}"
+        with self._open() as queue:
+            for job in queue.job_manager.list_jobs(lock=lock, status="doing"):
+                queue.job_manager.cancel_job_by_id(job.id, abort=True)
+            deleted = queue.connector.get_sync_connector().execute_query_all(
+                "DELETE FROM procrastinate_jobs WHERE lock = %(lock)s AND status <> 'doing' RETURNING id", lock=lock
+            )
+        return len(deleted)
 
     # the tasks
 

@@ -10,14 +10,11 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from sleeptime import SleeptimeError
 from sleeptime.db import HeadConflict, Job
 from sleeptime.jobs.consolidate import Aborted
-
-if TYPE_CHECKING:
-    from sleeptime.app import App
+from sleeptime.jobs.host import Host
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +25,7 @@ JOB_KINDS = (CONSOLIDATE, PRUNE)
 GC_EVERY_SWEEPS = 20
 
 
-def sweep(app: "App") -> list[str]:
+def sweep(app: Host) -> list[str]:
     """Queue a consolidation for each context idle for idle_after with messages after its head (the queue
     collapses repeated triggers into one queued job)."""
     names = app.store.idle_contexts(app.settings.idle_after, max_wait_seconds=app.settings.max_wait)
@@ -37,7 +34,7 @@ def sweep(app: "App") -> list[str]:
     return names
 
 
-def queue_prunes(app: "App") -> list[str]:
+def queue_prunes(app: Host) -> list[str]:
     """Queue a prune for every context with more checkpoints than keep_checkpoints (plus its head)."""
     names = []
     for ctx in app.store.list_contexts():
@@ -47,7 +44,7 @@ def queue_prunes(app: "App") -> list[str]:
     return names
 
 
-def trim_history(app: "App") -> dict[str, int]:
+def trim_history(app: Host) -> dict[str, int]:
     """Delete finished jobs, runs and query-log rows older than keep_history_days (0 keeps everything)."""
     days = app.settings.keep_history_days
     if not days:
@@ -58,7 +55,7 @@ def trim_history(app: "App") -> dict[str, int]:
     return deleted
 
 
-def collect_garbage(app: "App") -> list[str]:
+def collect_garbage(app: Host) -> list[str]:
     """The periodic GC: queue checkpoint prunes and trim the history; returns the contexts queued for a prune."""
     names = queue_prunes(app)
     trim_history(app)
@@ -80,7 +77,7 @@ class Worker:
 
     def __init__(
         self,
-        app: "App",
+        app: Host,
         worker_id: str,
         *,
         stop: threading.Event,

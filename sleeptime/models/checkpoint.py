@@ -11,7 +11,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from safetensors.torch import load, load_file, save
+from safetensors.torch import load, save
 from torch import Tensor
 
 from sleeptime.kernels.reference import TitansState
@@ -26,11 +26,37 @@ class CheckpointError(ValueError):
     """A model or state file that is not what it claims to be."""
 
 
+# the metadata key holding the sha256 of a model file's tensor bytes: a flipped bit or a cut file is refused on load
+WEIGHTS_DIGEST = "weights_sha256"
+
+
+def _split(data: bytes, what: str) -> tuple[dict, bytes]:
+    """(header, tensor bytes) of a safetensors file; CheckpointError when the header cannot be read."""
+    n = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
+    if not 0 < n <= len(data) - 8:
+        raise CheckpointError(f"{what} is truncated or not a safetensors file")
+    try:
+        header = json.loads(data[8 : 8 + n])
+    except ValueError:
+        raise CheckpointError(f"{what} has an unreadable header") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{what} has an unreadable header")
+    return header, data[8 + n :]
+
+
+def _join(header: dict, body: bytes) -> bytes:
+    """A safetensors file from its header and tensor bytes, header keys sorted."""
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    # the format pads the header with spaces so that the data section starts 8-byte aligned
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + body
+
+
 def save_model(
     model: TitansLM, path: str | Path, step: int = 0, extra: dict | None = None, tokenizer: Tokenizer = BYTES
 ) -> None:
-    """Weights, config and step in one file; a subword tokenizer goes beside it (`tokenizer_path`), its digest in
-    the metadata, so a model never loads with a tokenizer it was not trained with."""
+    """Weights, config and step in one file, with the sha256 of the tensor bytes; a subword tokenizer goes beside it
+    (`tokenizer_path`), its digest in the metadata, so a model never loads with a tokenizer it was not trained with."""
     meta = {"format": MODEL_FORMAT, "config": json.dumps(model.cfg.to_dict()), "step": str(step)}
     if isinstance(tokenizer, BPETokenizer):
         tokenizer.save(tokenizer_path(path))
@@ -39,23 +65,45 @@ def save_model(
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     # canonical bytes: the same model and metadata always give the same file, so a model's id (its digest) can be
     # reproduced from the command that wrote it
-    Path(path).write_bytes(canonical_safetensors(save(tensors, metadata=meta)))
+    Path(path).write_bytes(stamp_digest(save(tensors, metadata=meta)))
+
+
+def stamp_digest(payload: bytes) -> bytes:
+    """The model file with the sha256 of its tensor bytes in its metadata (canonical bytes)."""
+    header, body = _split(payload, "model file")
+    header.setdefault("__metadata__", {})[WEIGHTS_DIGEST] = hashlib.sha256(body).hexdigest()
+    return _join(header, body)
+
+
+def _read_model(path: str | Path) -> tuple[dict, bytes, bytes]:
+    """(header, tensor bytes, file bytes) of a model file, its tensor bytes checked against the digest."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read model file {path}: {exc.strerror}") from None
+    header, body = _split(data, f"model file {path}")
+    meta = header.get("__metadata__") or {}
+    if meta.get("format") != MODEL_FORMAT:
+        raise CheckpointError(f"{path} is not a sleeptime model file")
+    expected = meta.get(WEIGHTS_DIGEST)
+    # files written before the digest existed carry none: they load unchecked
+    if expected is not None and hashlib.sha256(body).hexdigest() != expected:
+        raise CheckpointError(f"model file {path} is corrupt: its tensors do not match the sha256 in its metadata")
+    return header, body, data
 
 
 def read_model_metadata(path: str | Path) -> dict:
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-    if meta.get("format") != MODEL_FORMAT:
-        raise CheckpointError(f"{path} is not a sleeptime model file")
-    return meta
+    header, _, _ = _read_model(path)
+    return header["__metadata__"]
 
 
 def load_model(path: str | Path, device: str = "cpu") -> TitansLM:
-    meta = read_model_metadata(path)
-    model = TitansLM(ModelConfig.from_dict(json.loads(meta["config"])))
-    model.load_state_dict(load_file(str(path), device=device))
+    header, _, data = _read_model(path)
+    try:
+        model = TitansLM(ModelConfig.from_dict(json.loads(header["__metadata__"]["config"])))
+        model.load_state_dict(load(data))
+    except Exception as exc:  # noqa: BLE001 safetensors, json and torch each raise their own types
+        raise CheckpointError(f"model file {path} does not hold a valid model: {exc}") from None
     return model.to(device).eval()
 
 
@@ -69,9 +117,16 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
 
 
 def model_digest(path: str | Path) -> str:
-    """sha256 of the model file; for a subword model, of the weights' digest and the tokenizer's together."""
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    tokenizer = read_model_metadata(path).get("tokenizer")
+    """The sha256 that names a model (its id is `<stem>-<first 12 hex>`): of the file without its weights digest,
+    so stamping the digest into a file written before it existed keeps the model's id; for a subword model, of that
+    and the tokenizer's digest together, so the id changes with the tokenizer."""
+    header, body, data = _read_model(path)
+    meta = header.get("__metadata__", {})
+    if WEIGHTS_DIGEST in meta:
+        del meta[WEIGHTS_DIGEST]
+        data = _join(header, body)
+    digest = hashlib.sha256(data).hexdigest()
+    tokenizer = meta.get("tokenizer")
     if tokenizer is None:
         return digest
     return hashlib.sha256(f"{digest}:{tokenizer}".encode()).hexdigest()
@@ -123,12 +178,7 @@ def canonical_safetensors(payload: bytes) -> bytes:
     so only the header moves.
     """
     size = int.from_bytes(payload[:8], "little")
-    header = json.loads(payload[8 : 8 + size])
-    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    # the format pads the header with spaces so that the data section starts 8-byte aligned
-    text += b" " * (-len(text) % 8)
-    return len(text).to_bytes(8, "little") + text + payload[8 + size :]
-
+    return _join(json.loads(payload[8 : 8 + size]), payload[8 + size :])
 
 
 def state_metadata(data: bytes) -> dict[str, str]:

@@ -15,7 +15,7 @@ import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from sleeptime.models.checkpoint import load_model, model_digest, read_model_metadata, save_model
+from sleeptime.models.checkpoint import WEIGHTS_DIGEST, load_model, model_digest, read_model_metadata, save_model
 from sleeptime.models.titans import TitansLM
 
 
@@ -32,7 +32,8 @@ def set_floors(
     model.load_state_dict(trained.state_dict())
     # the source's own records (its training progress) travel with it
     meta = read_model_metadata(source)
-    extra = {k: json.loads(v) for k, v in meta.items() if k not in ("format", "config", "step")}
+    # the digest is not carried over: save_model writes the new file's own
+    extra = {k: json.loads(v) for k, v in meta.items() if k not in ("format", "config", "step", WEIGHTS_DIGEST)}
     save_model(model, out, step=int(meta.get("step", 0)), extra=extra | {"derived_from": model_digest(source)})
     return asdict(memory)
 

@@ -1,6 +1,7 @@
 """Every endpoint over real HTTP: the happy path, JSON errors for bad input (which change nothing), API keys."""
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -144,7 +145,8 @@ BAD_REQUESTS = [
     ("post", "/v1/contexts/nobody/consolidate", {"params": {"wait": "true"}}, 404, "unknown_context"),
     ("post", "/v1/contexts/c/consolidate", {"params": {"wait": "maybe"}}, 422, "validation_error"),
     ("get", "/v1/nothing-here", {}, 404, "not_found"),
-    ("delete", "/v1/contexts/c", {}, 405, "method_not_allowed"),
+    ("put", "/v1/contexts/c", {}, 405, "method_not_allowed"),
+    ("delete", "/v1/contexts/ghost", {}, 404, "unknown_context"),
     ("post", "/v1/contexts/c/messages", {"content": b"x" * (16 * 1024 * 1024 + 1), "headers": JSON}, 413, None),
 ]
 
@@ -186,8 +188,10 @@ def test_api_keys(live, app, store):
     assert_error(http.get("/v1/contexts/x", headers={"X-API-Key": key}), 401, "unauthorized")
     assert http.get("/v1/contexts/x", headers={"X-API-Key": other}).status_code == 200
     store.revoke_api_key("other")
-    # every key revoked: open again
-    assert http.get("/v1/contexts/x").status_code == 200
+    # every key revoked: closed stays closed (invariant 9), for no key and for either revoked key
+    for headers in ({}, {"X-API-Key": key}, {"X-API-Key": other}):
+        assert_error(http.post("/v1/contexts/x/messages", json=msgs("hi"), headers=headers), 401, "unauthorized")
+    assert len(store.messages_after("x", 0)) == 1
 
 
 def test_keys_commands_store_only_a_hash(make_cli, local_app, tmp_path):
@@ -234,3 +238,34 @@ def test_without_a_model_readyz_says_why_and_precomputed_answers_still_work(app,
         assert "cannot load model" in error["message"]
     finally:
         server.close()
+
+
+def test_delete_forgets_a_context_and_its_name_starts_fresh(http, store):
+    http.post("/v1/contexts/c/messages", json=msgs("my name is Alice", "I live in Lyon"))
+    http.post("/v1/contexts/c/anticipated", json={"questions": ["What is my name?"]})
+    assert http.post("/v1/contexts/c/consolidate", params={"wait": "true"}).json()["published"]
+    assert http.post("/v1/contexts/c/query", json={"question": "Where do I live?"}).status_code == 200
+    http.post("/v1/contexts/other/messages", json=msgs("hello"))
+
+    forgotten = http.delete("/v1/contexts/c")
+    assert forgotten.status_code == 200, forgotten.text
+    deleted = forgotten.json()["deleted"]
+    assert (deleted["messages"], deleted["checkpoints"], deleted["precomputed_answers"]) == (2, 1, 2)
+    assert deleted["query_log"] == 1 and deleted["anticipated_queries"] == 2
+    assert_error(http.get("/v1/contexts/c"), 404, "unknown_context")
+    assert_error(http.delete("/v1/contexts/c"), 404, "unknown_context")
+    assert [c.name for c in store.list_contexts()] == ["other"]
+    assert http.post("/v1/contexts/c/messages", json=msgs("a new start")).json()["first_seq"] == 1
+    assert http.get("/v1/contexts/c").json()["head_version"] is None
+
+
+def test_consolidations_with_wait_at_once_run_one_pass(live, app, store):
+    http = live(app).client
+    app.ingest("c", [{"role": "user", "content": " ".join(["the river runs north"] * 20)}] * 30)
+    with ThreadPoolExecutor(3) as pool:
+        responses = list(pool.map(lambda _: http.post("/v1/contexts/c/consolidate", params={"wait": "true"}), range(3)))
+    assert [r.status_code for r in responses] == [200, 200, 200], [r.text for r in responses]
+    # one pass published; the others waited for it (the context's lock) and found nothing left to do
+    assert sorted(r.json()["published"] for r in responses) == [False, False, True]
+    assert {r.json()["checkpoint"]["version"] for r in responses} == {1}
+    assert [run.status for run in store.list_runs("c")] == ["published"]

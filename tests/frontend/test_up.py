@@ -60,3 +60,16 @@ def test_serve_refuses_a_database_without_schema_or_a_taken_port(make_cli, local
         taken.listen()
         done = make_cli(url).run("serve", "--port", str(taken.getsockname()[1]), timeout=60)
     assert done.returncode == 1 and "address already in use" in done.stderr.lower(), done.stderr
+
+
+def test_up_with_a_damaged_model_stops_with_one_line(make_cli, tiny_model_path, tmp_path):
+    damaged = bytearray(tiny_model_path.read_bytes())
+    # one bit of a weight: without the digest in the file's metadata the model would load and serve
+    damaged[-100] ^= 0x10
+    model = tmp_path / "damaged.safetensors"
+    model.write_bytes(bytes(damaged))
+    cli = make_cli(f"sqlite:///{tmp_path / 'db.sqlite'}", SLEEPTIME_MODEL=str(model), SLEEPTIME_PORT=str(free_port()))
+    done = cli.run("up", timeout=60)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "cannot load model" in lines[0] and "is corrupt" in lines[0]

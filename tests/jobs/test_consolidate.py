@@ -3,7 +3,7 @@ import threading
 import pytest
 from safetensors.torch import load
 
-from sleeptime.db import CorruptCheckpoint, HeadConflict, normalize_question
+from sleeptime.db import CorruptCheckpoint, HeadConflict, UnknownContext, normalize_question
 from sleeptime.jobs import consolidate as job
 from sleeptime.jobs.consolidate import Aborted, ModelMismatch
 from sleeptime.models.checkpoint import canonical_safetensors
@@ -238,3 +238,53 @@ def test_ingest_reads_the_models_tokenizer_without_the_model(store, tiny_bpe, ti
     assert app._engine is None and app.tokenizer.digest == tiny_bpe.digest
     [message] = store.messages_after("c", 0)
     assert message.n_tokens == len(tiny_bpe.encode_message("user", "hello there, the code is 4821"))
+
+
+def test_passes_started_together_wait_for_each_other_and_publish_once(app, store):
+    app.ingest("c", transcript(40))
+    results, errors = [], []
+
+    def run() -> None:
+        try:
+            results.append(app.consolidate("c"))
+        except Exception as exc:  # noqa: BLE001 collected: none is expected
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    # no pass lost a compare-and-swap: the later ones waited for the first and found nothing left
+    assert errors == [] and sorted(r.published for r in results) == [False, False, True]
+    assert [r.status for r in store.list_runs("c")] == ["published"]
+
+
+def test_a_context_forgotten_during_its_pass_is_not_published_to(app, store):
+    app.ingest("c", transcript(40))
+    forgotten = []
+
+    def forget_midway(done: int, total: int) -> None:
+        if not forgotten:
+            forgotten.append(app.forget("c"))
+            # and the name is taken again at once, by someone else
+            app.ingest("c", transcript(60, seed=1))
+
+    with pytest.raises(UnknownContext, match="forgotten while this pass ran"):
+        app.consolidate("c", progress=forget_midway)
+    assert forgotten and store.list_checkpoints("c") == [] and store.get_context("c").last_seq == 60
+    assert store.list_runs("c") == []
+
+
+def test_fresh_rebuilds_a_context_stuck_on_another_model(app, store):
+    app.ingest("c", transcript(6))
+    other = store.publish_checkpoint("c", None, 6, "other-0123456789ab", b"a state of another model", {})
+    app.ingest("c", transcript(2, seed=3))
+    with pytest.raises(ModelMismatch, match="--fresh"):
+        app.consolidate("c")
+    result = app.consolidate("c", fresh=True)
+    info = result.checkpoint
+    assert (info.version, info.parent_version, info.cursor_seq, info.model_id) == (2, other.version, 8, app.engine.model_id)
+    assert info.meta["fresh"] and info.meta["messages"] == 8 and info.meta["from_seq"] == 0
+    assert app.query("c", "what is blue?").checkpoint == 2
+    assert not app.consolidate("c").published

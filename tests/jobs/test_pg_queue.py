@@ -195,6 +195,20 @@ def test_a_burst_of_triggers_leaves_one_waiting_job(pg_app):
     assert (job.lock, job.queueing_lock) == ("context:c", "prune:c")
 
 
+def test_forget_deletes_the_contexts_queued_jobs(pg_app):
+    pg_app.ingest("c", messages(2))
+    pg_app.ingest("d", messages(2))
+    pg_app.enqueue("consolidate", "c")
+    pg_app.enqueue("prune", "c")
+    kept = pg_app.enqueue("consolidate", "d")
+    deleted = pg_app.forget("c")
+    assert deleted["queue_jobs"] == 2 and deleted["messages"] == 2
+    assert [job.id for job in pg_app.pg_queue.list_jobs()] == [kept]
+    # the name is free again, and so is its queueing lock
+    pg_app.ingest("c", messages(1))
+    assert pg_app.enqueue("consolidate", "c") != kept
+
+
 def test_bad_jobs_are_refused_and_queue_nothing(pg_app):
     from sleeptime import SleeptimeError
     from sleeptime.db import UnknownContext

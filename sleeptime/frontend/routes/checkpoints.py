@@ -61,7 +61,8 @@ def consolidate(
     wait: Annotated[bool, Query(description="run the pass now and return the new checkpoint")] = False,
 ):
     """Without `wait`: queue a job (202) for a daemon's worker (`sleeptime up` or `sleeptime daemon`); a job already
-    queued for the context is returned instead of a new one. With `wait=true`: run the pass in this request (200)."""
+    queued for the context is returned instead of a new one. With `wait=true`: run the pass in this request (200), after
+    any pass already running on the context (one pass per context at a time; the later one then finds nothing to do)."""
     if not wait:
         job_id = app.enqueue(CONSOLIDATE, context, {"reason": "http"})
         return JobOut(id=job_id, kind=CONSOLIDATE, context=context, status="queued")

@@ -1,4 +1,4 @@
-"""A context: its status, appending messages, registering anticipated questions."""
+"""A context: its status, appending messages, registering anticipated questions, forgetting it."""
 
 from fastapi import APIRouter
 
@@ -8,6 +8,7 @@ from sleeptime.frontend.schemas import (
     AnticipateRequest,
     AnticipateResponse,
     ContextOut,
+    ForgetResponse,
     IngestRequest,
     IngestResponse,
 )
@@ -34,3 +35,11 @@ def append_messages(context: ContextId, body: IngestRequest, app: AppDep) -> Ing
 def register_anticipated(context: ContextId, body: AnticipateRequest, app: AppDep) -> AnticipateResponse:
     """Standing questions: every consolidation precomputes their answers, so asking them later is a lookup."""
     return AnticipateResponse(context=context, added=app.anticipate(context, body.questions))
+
+
+@router.delete("", response_model=ForgetResponse, summary="Forget the context: delete everything held about it")
+def forget_context(context: ContextId, app: AppDep) -> ForgetResponse:
+    """Messages, checkpoints, precomputed answers, anticipated questions, query log, runs and jobs are deleted (on
+    SQLite no byte of them stays in the database files); a pass running on the context cannot publish. The name can
+    then be used again, for a new, empty context."""
+    return ForgetResponse(context=context, deleted=app.forget(context))
