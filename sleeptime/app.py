@@ -171,11 +171,11 @@ class App:
 
     def consolidate(self, context: str, progress: Progress | None = None, abort: Any = None) -> Consolidation:
         """One consolidation pass now (see jobs/consolidate.py)."""
-        if self.store.pending(context).messages == 0:
-            # nothing to do: answer without loading the model
-            return Consolidation(context, False, self.store.head_checkpoint_meta(context), None, 0, 0)
         # the questions answered so far feed this pass's anticipation: write any the front end still holds
         self.queries.flush_log()
+        if self.store.pending(context).messages == 0 and not self.store.questions_due(context):
+            # nothing to do: answer without loading the model
+            return Consolidation(context, False, self.store.head_checkpoint_meta(context), None, 0, 0)
         return consolidate(
             self.store, self.engine, context, progress=progress, abort=abort,
             replay_spans=self.settings.replay_spans, rehearse=self.settings.rehearse,

@@ -436,13 +436,15 @@ def consolidate_cmd(ctx: typer.Context, context: str, as_json: JsonFlag = False)
         task = bar.add_task("consolidate", total=total)
         result = instance.consolidate(context, progress=lambda done, of: bar.update(task, completed=done, total=of))
     if as_json:
-        print_json({"published": result.published, "checkpoint": result.checkpoint})
+        print_json({"published": result.published, "checkpoint": result.checkpoint, "answered": result.answered})
     elif result.published:
         info = result.checkpoint
         note(
             f"published checkpoint {info.version} of {context}: cursor {info.cursor_seq}, "
             f"{result.tokens} tokens, {info.meta['seconds']} s"
         )
+    elif result.answered:
+        note(f"no new message in {context}: {result.answered} new questions answered for checkpoint {result.checkpoint.version}")
     else:
         note(f"nothing to consolidate in {context}: no message after the head")
 

@@ -74,6 +74,7 @@ class Anticipated:
     normalized: str
     source: str
     created_at: datetime
+    source_seq: int | None = None  # the message an extracted question was read from
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class Precomputed:
     normalized_question: str
     answer: str
     created_at: datetime
+    sources: tuple[int, ...] = ()  # seqs of the messages the answer read (re-reading); () from memory alone
 
 
 @dataclass(frozen=True)

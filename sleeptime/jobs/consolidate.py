@@ -6,12 +6,19 @@
   3. stream the range in bounded batches through the model (tokens fed in fixed-size pieces); with replay_spans,
      feed the pass's most surprising spans once more (sleep replay; off by default: it did not help the demo
      model's recall, docs/model.md)
-  4. anticipate: gather the expected questions and answer them with the new state; with rehearse, write each
-     question and its answer into the state as one more exchange (rehearsal; the daemon's default: it kept the
-     demo model's answers through later conversation, docs/model.md)
+  4. anticipate: gather the expected questions and answer them with the new state, each after re-reading the
+     messages that hold its answer (jobs/anticipate.py; reread=False: from the state alone); with rehearse, write
+     each question and its answer into the state as one more exchange (rehearsal; the daemon's default: it kept
+     the demo model's answers through later conversation, docs/model.md)
   5. publish checkpoint + head CAS + answers in one transaction; a lost CAS marks the run superseded
 
 Nothing is written to the head before step 5, so a crash at any point leaves the head unchanged.
+
+With no new message but questions the head has no answer for (asked online or registered since the last pass),
+the pass answers those from the head's state and adds the answers to the same head: no new version, since the
+memory has learned nothing new (a version is a step of consolidation; an answers-only version would copy the
+state and its payload for nothing). Such answers are not rehearsed into the state; the next pass over new messages
+rehearses them with the rest.
 """
 
 import logging
@@ -24,7 +31,7 @@ from typing import Any
 
 from sleeptime import SleeptimeError
 from sleeptime.db import CheckpointInfo, HeadConflict, Store
-from sleeptime.jobs.anticipate import answer_questions, extract_questions, gather_questions
+from sleeptime.jobs.anticipate import Question, answer_questions, extract_questions, gather_questions, reading_for
 from sleeptime.models.tokenizer import ANSWER_TOKENS
 
 log = logging.getLogger(__name__)
@@ -58,6 +65,7 @@ class Consolidation:
     tokens: int
     messages: int
     bytes: int = 0  # UTF-8 bytes of the messages' text (tokens count the model's tokens, role markers included)
+    answered: int = 0  # answers added to the unchanged head by a pass over new questions alone
 
 
 class _Pass:
@@ -72,18 +80,19 @@ class _Pass:
         abort: Any,
         replay_spans: int = 0,
         rehearse: bool = False,
+        reread: bool = True,
     ):
         self.store, self.engine, self.context = store, engine, context
         self.progress, self.abort = progress, abort
-        self.replay_spans, self.rehearse = replay_spans, rehearse
+        self.replay_spans, self.rehearse, self.reread = replay_spans, rehearse, reread
         # the pass's tokens, kept only for replay (2 bytes each while the vocabulary fits in 16 bits)
         self.history = array("H" if engine.tokenizer.vocab_size <= 1 << 16 else "I")
         self.started = time.monotonic()
         self.done_tokens = 0
         self.total_tokens = 0
         self.bytes = 0
-        # an ordered set: a fact stated again moves to the newest end
-        self.extracted: dict[str, None] = {}
+        # question -> seq of the newest message it was read from; a fact stated again moves to the newest end
+        self.extracted: dict[str, int] = {}
         # token offset (within this pass) where each consumed message starts, to map surprising spans to seqs
         self.offsets, self.seqs = array("q"), array("q")
 
@@ -148,7 +157,7 @@ class _Pass:
                 if self.replay_spans:
                     self.history.extend(tokens)
                 if message.role == "user":
-                    self.note_questions(extract_questions(message.content))
+                    self.note_questions(extract_questions(message.content), message.seq)
             seq, count = batch[-1].seq, count + len(batch)
             while len(buffer) >= FEED_TOKENS:
                 state, stats = self.feed(state, stats, buffer[:FEED_TOKENS])
@@ -160,10 +169,10 @@ class _Pass:
             self.progress(self.done_tokens, self.done_tokens)
         return state, stats, count
 
-    def note_questions(self, questions: list[str]) -> None:
+    def note_questions(self, questions: list[str], seq: int) -> None:
         for question in questions:
             self.extracted.pop(question, None)
-            self.extracted[question] = None
+            self.extracted[question] = seq
         while len(self.extracted) > MAX_EXTRACTED:
             del self.extracted[next(iter(self.extracted))]
 
@@ -192,12 +201,43 @@ class _Pass:
             "seconds": round(time.monotonic() - self.started, 3),
         }
 
+    def answer(self, state: Any, questions: list[Question], to_seq: int) -> list[tuple[str, str, str, list[int]]]:
+        window = self.engine.config.window
+
+        def read(question: Question) -> list[Any]:
+            return reading_for(self.store, self.context, question, to_seq, self.engine.tokenizer, window)
+
+        reader = read if self.reread else None
+        return answer_questions(self.engine, state, questions, ANSWER_TOKENS, check=self.check, read=reader)
+
+    def answer_new_questions(self, state: Any, head: int, cursor: int) -> Consolidation:
+        """No new message: answer the questions the head has no answer for, and add them to the same head."""
+        info = self.store.head_checkpoint_meta(self.context)
+        have = {p.normalized_question for p in self.store.list_precomputed(self.context, head)}
+        questions = [q for q in gather_questions(self.store, self.context) if q.normalized not in have]
+        if not questions:
+            return Consolidation(self.context, False, info, None, 0, 0)
+        run_id = self.store.start_run(self.context, head, cursor, cursor)
+        try:
+            answers = self.answer(state, questions, cursor)
+            self.check()
+            added = self.store.add_answers(self.context, head, answers, run_id=run_id)
+        except HeadConflict as exc:
+            self.store.finish_run(run_id, "superseded", error=str(exc))
+            raise
+        except BaseException as exc:
+            self.store.finish_run(run_id, "failed", error=str(exc) or type(exc).__name__)
+            raise
+        log.info("answered", extra={"context": self.context, "version": head, "answers": added})
+        return Consolidation(self.context, False, info, run_id, 0, 0, answered=added)
+
     def run(self) -> Consolidation:
         state, parent, cursor = self.load_head()
         to_seq = self.store.get_context(self.context).last_seq
         if to_seq <= cursor:
-            head = self.store.head_checkpoint_meta(self.context)
-            return Consolidation(self.context, False, head, None, 0, 0)
+            if parent is None:
+                return Consolidation(self.context, False, None, None, 0, 0)
+            return self.answer_new_questions(state, parent, cursor)
         self.total_tokens = self.store.pending(self.context).tokens
         run_id = self.store.start_run(self.context, parent, cursor, to_seq)
         try:
@@ -215,11 +255,13 @@ class _Pass:
         replayed = 0
         if self.replay_spans:
             state, replayed = self.replay(state, stats)
-        questions = gather_questions(self.store, self.context, list(self.extracted))
-        answers = answer_questions(self.engine, state, questions, ANSWER_TOKENS, check=self.check)
+        questions = gather_questions(
+            self.store, self.context, list(self.extracted), extracted_seqs=list(self.extracted.values())
+        )
+        answers = self.answer(state, questions, to_seq)
         rehearsed = 0
         if self.rehearse:
-            state, rehearsed = self.engine.rehearse(state, [(question, answer) for question, _, answer in answers])
+            state, rehearsed = self.engine.rehearse(state, [(answer[0], answer[2]) for answer in answers])
         payload = self.engine.encode_state(state)
         meta = self.meta(stats, messages, cursor, to_seq, len(answers), replayed, rehearsed)
         self.check()
@@ -243,8 +285,9 @@ def consolidate(
     abort: Any = None,
     replay_spans: int = 0,
     rehearse: bool = False,
+    reread: bool = True,
 ) -> Consolidation:
-    """Run one pass. `progress(done_tokens, total_tokens)` is called per model segment; setting the `abort` event
+    """Run one pass (a pass with no new message answers new questions for the head, see above). `progress(done_tokens, total_tokens)` is called per model segment; setting the `abort` event
     (anything with `is_set()`) stops the pass before it publishes (Aborted). Raises HeadConflict when another pass or
     a rollback moved the head first, ModelMismatch for a head from another model, UnknownContext."""
-    return _Pass(store, engine, context, progress, abort, replay_spans, rehearse).run()
+    return _Pass(store, engine, context, progress, abort, replay_spans, rehearse, reread).run()
