@@ -14,11 +14,12 @@ def normalize_question(text: str) -> str:
 _WORD = re.compile(r"\w+", re.UNICODE)
 # words every question and statement share: they would rank every message alike (PostgreSQL's 'english'
 # configuration drops its own list; this one is for SQLite's FTS5)
-STOP_WORDS = frozenset(
+_STOP = (
     "a an and are as at be but by did do does for from had has have he her his i in is it its me my of on or our "
     "she so than that the their them then there they this to us was we were what when where which who whom why "
-    "will with you your".split()
+    "will with you your"
 )
+STOP_WORDS = frozenset(_STOP.split())
 
 
 def search_terms(text: str, limit: int = 16) -> list[str]:

@@ -153,3 +153,21 @@ def test_answers_keep_their_sources_and_new_ones_join_the_same_head(store):
         store.add_answers("c", 2, [("Bad?", "bad", "x", [0])])
     assert [p.question for p in store.list_precomputed("c", 1)] == ["What is my pin?", "Hi?"]
     assert store.list_precomputed("c", 2) == []
+
+
+def test_the_search_migration_downgrades_and_upgrades_again(db_url):
+    from alembic import command
+
+    from sleeptime.db.migrate import _config
+
+    with Store(db_url) as store:
+        store.migrate()
+        store.append_messages("c", [("user", f"the {SECRET} stays", 3)])
+        engine = make_engine(db_url)
+        with engine.begin() as conn:
+            config = _config()
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0002")
+        engine.dispose()
+        store.migrate()
+        assert seqs(store.search_messages("c", SECRET)) == [1]

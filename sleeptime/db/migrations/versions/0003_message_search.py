@@ -22,18 +22,28 @@ depends_on = None
 
 # unicode61 folds case and diacritics; names and codes match as whole tokens
 SQLITE_UP = [
-    "CREATE VIRTUAL TABLE messages_fts USING fts5(content, content='messages', content_rowid='id', "
-    "tokenize='unicode61 remove_diacritics 2')",
-    "CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN "
-    "INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content); END",
-    "CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN "
-    "INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content); END",
-    "CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN "
-    "INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content); "
-    "INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content); END",
+    (
+        "CREATE VIRTUAL TABLE messages_fts USING fts5(content, content='messages', content_rowid='id', "
+        "tokenize='unicode61 remove_diacritics 2')"
+    ),
+    (
+        "CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN "
+        "INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content); END"
+    ),
+    (
+        "CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN "
+        "INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content); END"
+    ),
+    (
+        "CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN "
+        "INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content); "
+        "INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content); END"
+    ),
     # the cascade has deleted the context's messages (and queued their index deletes) when this runs
-    "CREATE TRIGGER messages_fts_forget AFTER DELETE ON contexts BEGIN "
-    "INSERT INTO messages_fts(messages_fts) VALUES ('optimize'); END",
+    (
+        "CREATE TRIGGER messages_fts_forget AFTER DELETE ON contexts BEGIN "
+        "INSERT INTO messages_fts(messages_fts) VALUES ('optimize'); END"
+    ),
     "INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')",
 ]
 SQLITE_DOWN = [
@@ -45,8 +55,10 @@ SQLITE_DOWN = [
 ]
 # 'english' drops stop words ("what", "is", "my") that every question and statement share, and stems
 POSTGRES_UP = [
-    "ALTER TABLE messages ADD COLUMN content_tsv tsvector "
-    "GENERATED ALWAYS AS (to_tsvector('english', content)) STORED",
+    (
+        "ALTER TABLE messages ADD COLUMN content_tsv tsvector "
+        "GENERATED ALWAYS AS (to_tsvector('english', content)) STORED"
+    ),
     "CREATE INDEX ix_messages_content_tsv ON messages USING gin (content_tsv)",
 ]
 POSTGRES_DOWN = ["DROP INDEX ix_messages_content_tsv", "ALTER TABLE messages DROP COLUMN content_tsv"]
