@@ -23,6 +23,7 @@ class MessageRecord:
     content: str
     n_tokens: int
     created_at: datetime
+    rank: float = 0.0  # how well it matched a full-text search, higher is better (0 outside a search)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal_column,
     or_,
     select,
     table,
@@ -195,26 +196,24 @@ def _questions_due() -> Any:
     )
     return and_(m.Context.head_version.is_not(None), or_(asked, registered))
 _FTS = table("messages_fts", column("rowid"))
-# bm25 is lower for a better match; the message table is read through its own columns so types are converted
+_MESSAGE_COLUMNS = (m.Message.seq, m.Message.role, m.Message.content, m.Message.n_tokens, m.Message.created_at)
+_IN_RANGE = (m.Message.context_id == bindparam("context_id"), m.Message.seq <= bindparam("up_to"))
+# bm25 is lower for a better match: negated, both backends rank higher-is-better
+_BM25 = (-func.bm25(literal_column("messages_fts"))).label("rank")
 text_search_sqlite = (
-    select(m.Message.seq, m.Message.role, m.Message.content, m.Message.n_tokens, m.Message.created_at)
+    select(*_MESSAGE_COLUMNS, _BM25)
     .join(_FTS, _FTS.c.rowid == m.Message.id)
-    .where(
-        text("messages_fts MATCH :query"),
-        m.Message.context_id == bindparam("context_id"),
-        m.Message.seq <= bindparam("up_to"),
-    )
-    .order_by(text("bm25(messages_fts)"), m.Message.seq.desc())
+    .where(literal_column("messages_fts").op("MATCH")(bindparam("query")), *_IN_RANGE)
+    .order_by(_BM25.desc(), m.Message.seq.desc())
     .limit(bindparam("limit"))
 )
+_TSQUERY = func.to_tsquery(literal_column("'english'"), bindparam("query"))
+_TSVECTOR = literal_column("messages.content_tsv")
+_TS_RANK = func.ts_rank(_TSVECTOR, _TSQUERY).label("rank")
 text_search_pg = (
-    select(m.Message.seq, m.Message.role, m.Message.content, m.Message.n_tokens, m.Message.created_at)
-    .where(
-        text("messages.content_tsv @@ to_tsquery('english', :query)"),
-        m.Message.context_id == bindparam("context_id"),
-        m.Message.seq <= bindparam("up_to"),
-    )
-    .order_by(text("ts_rank(messages.content_tsv, to_tsquery('english', :query)) DESC"), m.Message.seq.desc())
+    select(*_MESSAGE_COLUMNS, _TS_RANK)
+    .where(_TSVECTOR.op("@@")(_TSQUERY), *_IN_RANGE)
+    .order_by(_TS_RANK.desc(), m.Message.seq.desc())
     .limit(bindparam("limit"))
 )
 
@@ -419,8 +418,8 @@ class Store:
     def search_messages(
         self, name: str, text: str, limit: int = 8, *, up_to_seq: int | None = None
     ) -> list[MessageRecord]:
-        """The context's messages that best match `text` (full-text index, any of its words), best first; among
-        equal matches the newest first, since a fact can be updated. Up to `limit`, at seq <= up_to_seq when given.
+        """The context's messages that best match `text` (full-text index, any of its words), best first, each with
+        its `rank` (higher is better); among equal matches the newest first, since a fact can be updated. Up to `limit`, at seq <= up_to_seq when given.
         """
         if not isinstance(limit, int) or limit < 1:
             raise InvalidInput(f"limit must be a positive integer, got {limit!r}")
@@ -438,7 +437,10 @@ class Store:
         with self._read() as s:
             ctx = self._context(s, name)
             rows = s.execute(statement, {**params, "context_id": ctx.id}).all()
-        return [MessageRecord(row.seq, row.role, row.content, row.n_tokens, row.created_at) for row in rows]
+        return [
+            MessageRecord(row.seq, row.role, row.content, row.n_tokens, row.created_at, float(row.rank))
+            for row in rows
+        ]
 
     def touch(self, name: str) -> None:
         """Record activity: the idle sweep leaves the context alone for idle_after from now."""

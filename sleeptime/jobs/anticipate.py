@@ -30,6 +30,9 @@ MAX_QUESTIONS = 64
 RECENT_QUERIES = 32
 # full-text matches read per question: a few, since the attention window holds only a few messages
 SEARCH_MATCHES = 4
+# a match this close to the best one states the same thing (an earlier or later value of the fact): the newest
+# of those wins; weaker ones share a word or two with the question and are left out
+SAME_FACT = 0.5
 
 _MY_THING = re.compile(
     r"\bmy\s+((?:[a-z][\w'-]*\s+){0,4}?[a-z][\w'-]*)\s+(is|are|was|were)\s+\S", re.IGNORECASE | re.UNICODE
@@ -101,11 +104,13 @@ def gather_questions(
 def reading_for(
     store: Store, context: str, question: Question, up_to_seq: int, tokenizer: Any, window: int
 ) -> list[MessageRecord]:
-    """The messages to re-read before answering `question`, in seq order: its provenance and the best full-text
-    matches at seq <= up_to_seq, newest first into what the attention window leaves beside the question. A
-    candidate that does not fit is skipped; when none fits, the newest is read whole (its end stays in the window,
-    as when the statement is the last message before a question)."""
-    candidates = {m.seq: m for m in store.search_messages(context, question.text, SEARCH_MATCHES, up_to_seq=up_to_seq)}
+    """The messages to re-read before answering `question`, in seq order: its provenance and the full-text matches
+    at seq <= up_to_seq that rank near the best one, newest first into what the attention window leaves beside the
+    question. A candidate that does not fit is skipped; when the newest does not fit, it is read whole alone (its
+    end stays in the window, as when the statement is the last message before a question)."""
+    found = store.search_messages(context, question.text, SEARCH_MATCHES, up_to_seq=up_to_seq)
+    best = max((m.rank for m in found), default=0.0)
+    candidates = {m.seq: m for m in found if m.rank >= SAME_FACT * best}
     if question.source_seq is not None and question.source_seq <= up_to_seq:
         candidates.update((m.seq, m) for m in store.messages_at(context, [question.source_seq]))
     budget = window - len(tokenizer.encode_prompt(question.text))
@@ -115,8 +120,8 @@ def reading_for(
         if size <= budget:
             chosen.append(message)
             budget -= size
-    if not chosen and candidates:
-        chosen.append(candidates[max(candidates)])
+        elif not chosen:
+            return [message]
     return sorted(chosen, key=lambda m: m.seq)
 
 
