@@ -52,7 +52,7 @@ def run_sample(engine: MemoryEngine, task: str, index: int, tokens: int, folder:
         if batch:
             store.append_messages("c", batch)
         started = time.monotonic()
-        consolidate(store, engine, "c", reread=False)
+        consolidate(store, engine, "c", reread="off")
         pass_seconds = time.monotonic() - started
         queries = QueryEngine(store, lambda: engine, cache_bytes=1 << 30)
         online = queries.query("c", sample.question)

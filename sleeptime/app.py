@@ -178,7 +178,7 @@ class App:
             return Consolidation(context, False, self.store.head_checkpoint_meta(context), None, 0, 0)
         return consolidate(
             self.store, self.engine, context, progress=progress, abort=abort,
-            replay_spans=self.settings.replay_spans, rehearse=self.settings.rehearse,
+            replay_spans=self.settings.replay_spans, rehearse=self.settings.rehearse, reread=self.settings.reread,
         )
 
     def query(self, context: str, question: str) -> QueryResult:

@@ -7,7 +7,8 @@
      feed the pass's most surprising spans once more (sleep replay; off by default: it did not help the demo
      model's recall, docs/model.md)
   4. anticipate: gather the expected questions and answer them with the new state, each after re-reading the
-     messages that hold its answer (jobs/anticipate.py; reread=False: from the state alone); with rehearse, write
+     messages that hold its answer (jobs/anticipate.py; reread="fresh": the reading starts from an empty memory,
+     "off": answers from the state alone); with rehearse, write
      each question and its answer into the state as one more exchange (rehearsal; the daemon's default: it kept
      the demo model's answers through later conversation, docs/model.md)
   5. publish checkpoint + head CAS + answers in one transaction; a lost CAS marks the run superseded
@@ -44,6 +45,8 @@ TOP_SPANS = 8
 MAX_EXTRACTED = 64
 
 Progress = Callable[[int, int], None]
+# where re-reading starts: the new state (a branch), an empty memory, or no re-reading (the memory alone)
+REREAD = ("state", "fresh", "off")
 
 
 class ModelMismatch(SleeptimeError):
@@ -80,8 +83,10 @@ class _Pass:
         abort: Any,
         replay_spans: int = 0,
         rehearse: bool = False,
-        reread: bool = True,
+        reread: str = "state",
     ):
+        if reread not in REREAD:
+            raise SleeptimeError(f"reread must be one of {', '.join(REREAD)}, not {reread!r}")
         self.store, self.engine, self.context = store, engine, context
         self.progress, self.abort = progress, abort
         self.replay_spans, self.rehearse, self.reread = replay_spans, rehearse, reread
@@ -207,8 +212,10 @@ class _Pass:
         def read(question: Question) -> list[Any]:
             return reading_for(self.store, self.context, question, to_seq, self.engine.tokenizer, window)
 
-        reader = read if self.reread else None
-        return answer_questions(self.engine, state, questions, ANSWER_TOKENS, check=self.check, read=reader)
+        if self.reread == "off":
+            return answer_questions(self.engine, state, questions, ANSWER_TOKENS, check=self.check)
+        start = self.engine.new_state() if self.reread == "fresh" else state
+        return answer_questions(self.engine, start, questions, ANSWER_TOKENS, check=self.check, read=read)
 
     def answer_new_questions(self, state: Any, head: int, cursor: int) -> Consolidation:
         """No new message: answer the questions the head has no answer for, and add them to the same head."""
@@ -285,7 +292,7 @@ def consolidate(
     abort: Any = None,
     replay_spans: int = 0,
     rehearse: bool = False,
-    reread: bool = True,
+    reread: str = "state",
 ) -> Consolidation:
     """Run one pass (a pass with no new message answers new questions for the head, see above). `progress(done_tokens, total_tokens)` is called per model segment; setting the `abort` event
     (anything with `is_set()`) stops the pass before it publishes (Aborted). Raises HeadConflict when another pass or

@@ -56,7 +56,7 @@ def test_the_pass_stores_each_answers_sources_and_the_reading_leaves_the_state_a
     other = make_app(rehearse=False)
     other.ingest("d", [{"role": "user", "content": OLD}, *transcript(4), {"role": "user", "content": NEW}])
     other.anticipate("d", ["Where is the river?"])
-    plain = job.consolidate(store, other.engine, "d", reread=False).checkpoint
+    plain = job.consolidate(store, other.engine, "d", reread="off").checkpoint
     assert plain.sha256 == first.sha256
     assert all(p.sources == () for p in store.list_precomputed("d", 1))
 
@@ -109,3 +109,18 @@ def test_a_registered_question_schedules_a_pass_and_a_moved_head_wins(make_app, 
     assert store.list_precomputed("c", 1) == [] or all(
         p.normalized_question != "where is the river" for p in store.list_precomputed("c", 1)
     )
+
+
+def test_rereading_from_an_empty_memory_and_a_bad_setting(make_app, store, tiny_engine):
+    from sleeptime import SleeptimeError
+
+    app = make_app(reread="fresh")
+    app.ingest("c", [{"role": "user", "content": NEW}, *transcript(3)])
+    with pytest.raises(SleeptimeError, match="reread must be one of"):
+        job.consolidate(store, tiny_engine, "c", reread="sometimes")
+    assert store.head_checkpoint_meta("c") is None and store.list_runs("c") == []
+    app.consolidate("c")
+    [answer] = [p for p in store.list_precomputed("c", 1) if p.normalized_question == "what is my locker code"]
+    read = [{"role": m.role, "content": m.content} for m in store.messages_at("c", answer.sources)]
+    expected = tiny_engine.answer(tiny_engine.new_state(), answer.question, read, max_new_tokens=job.ANSWER_TOKENS)
+    assert answer.sources == (1,) and answer.answer == expected.replace("\x00", "")
