@@ -92,6 +92,7 @@ def main() -> None:
     parser.add_argument("--task", default="chat")
     parser.add_argument("--lengths", default="4096,32768,262144,1048576")
     parser.add_argument("--n", default="40", help="samples per length: one number, or one per length")
+    parser.add_argument("--first", type=int, default=0, help="index of the first held-out sample (to extend a run)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True, help="a JSONL file: one row per sample, then one summary per length")
     args = parser.parse_args()
@@ -103,11 +104,14 @@ def main() -> None:
     with open(args.out, "a") as out, tempfile.TemporaryDirectory() as tmp:
         for tokens, n in zip(lengths, ns, strict=True):
             rows = []
-            for index in range(n):
+            for index in range(args.first, args.first + n):
                 rows.append(run_sample(engine, args.task, index, tokens, Path(tmp)))
                 out.write(json.dumps(rows[-1]) + "\n")
                 out.flush()
-            summary = {"summary": True, "task": args.task, "tokens": tokens, "n": n, "model": engine.model_id}
+            summary = {
+                "summary": True, "task": args.task, "tokens": tokens, "n": n, "first": args.first,
+                "model": engine.model_id,
+            }
             for key in ("online", "memory", "reread", "served", "fresh", "reading", "read_stating"):
                 summary[key] = sum(r[key] for r in rows)
             summary["extra_ms_median"] = statistics.median(r["extra_ms"] for r in rows)
