@@ -176,14 +176,15 @@ class App:
     ) -> Consolidation:
         """One consolidation pass now (see jobs/consolidate.py), after any pass in progress on the context. `fresh`
         rebuilds the memory from every message with the loaded model (a head written by another model)."""
-        if not fresh and self.store.pending(context).messages == 0:
-            # nothing to do: answer without loading the model
-            return Consolidation(context, False, self.store.head_checkpoint_meta(context), None, 0, 0)
         # the questions answered so far feed this pass's anticipation: write any the front end still holds
         self.queries.flush_log()
+        if not fresh and self.store.pending(context).messages == 0 and not self.store.questions_due(context):
+            # nothing to do: answer without loading the model
+            return Consolidation(context, False, self.store.head_checkpoint_meta(context), None, 0, 0)
         return consolidate(
             self.store, self.engine, context, progress=progress, abort=abort,
             replay_spans=self.settings.replay_spans, rehearse=self.settings.rehearse, fresh=fresh,
+            reread=self.settings.reread,
         )
 
     def query(self, context: str, question: str) -> QueryResult:

@@ -460,13 +460,15 @@ def consolidate_cmd(
             context, progress=lambda done, of: bar.update(task, completed=done, total=of), abort=abort, fresh=fresh
         )
     if as_json:
-        print_json({"published": result.published, "checkpoint": result.checkpoint})
+        print_json({"published": result.published, "checkpoint": result.checkpoint, "answered": result.answered})
     elif result.published:
         info = result.checkpoint
         note(
             f"published checkpoint {info.version} of {context}: cursor {info.cursor_seq}, "
             f"{result.tokens} tokens, {info.meta['seconds']} s"
         )
+    elif result.answered:
+        note(f"no new message in {context}: {result.answered} new questions answered for checkpoint {result.checkpoint.version}")
     else:
         note(f"nothing to consolidate in {context}: no message after the head")
 

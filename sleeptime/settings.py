@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     # rehearsal: write each precomputed answer back into the memory as a Q/A exchange (off: it helped an earlier
     # model, not the shipped one, whose write floor already keeps a fact through later conversation; docs/research/experiments.md)
     rehearse: bool = Field(False, description="feed the pass's precomputed answers into the memory")
+    # re-reading: each anticipated question is answered after the messages that hold its answer, read from the new
+    # state (as the issue asks; "fresh": from an empty memory, which the demo model reads better, docs/reread.md;
+    # "off": from the memory alone)
+    reread: Literal["state", "fresh", "off"] = Field("state", description="where a pass's re-reading starts from")
     keep_checkpoints: int = Field(10, ge=1, description="checkpoint versions kept per context, plus the head")
     # finished jobs, consolidation runs and the query log only grow; the GC deletes what is older (messages and
     # checkpoints are not touched)

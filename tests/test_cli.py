@@ -66,9 +66,14 @@ def test_ingest_consolidate_query_end_to_end(make_cli, tmp_path):
     assert first["published"] and first["checkpoint"]["version"] == 1 and first["checkpoint"]["cursor_seq"] == 7
     registered = cli.ok("query", "c", "where is the river", "--json")
     assert (registered["source"], registered["checkpoint"]) == ("precomputed", 1)
-    assert set(registered) == {"answer", "source", "checkpoint", "latency_ms"}
+    assert set(registered) == {"answer", "source", "checkpoint", "latency_ms", "sources"}
+    assert all(isinstance(seq, int) and 1 <= seq <= 7 for seq in registered["sources"])
     other = cli.ok("query", "c", "How old is the cat?", "--json")
-    assert (other["source"], other["checkpoint"]) == ("online", 1)
+    assert (other["source"], other["checkpoint"], other["sources"]) == ("online", 1, [])
+    # asking is enough for a pass: no new message, so the answers join the same head
+    asked = cli.ok("consolidate", "c", "--json")
+    assert (asked["published"], asked["checkpoint"]["version"], asked["answered"]) == (False, 1, 1)
+    assert cli.ok("query", "c", "how old is the cat", "--json")["source"] == "precomputed"
 
     cli.ok("ingest", "c", input="a plain text note\nof two lines\n")
     [status] = cli.ok("status", "c", "--json")

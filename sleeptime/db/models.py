@@ -57,6 +57,19 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(timezone.utc)
 
 
+# the full-text index is raw DDL (migration 0003): FTS5 tables on SQLite, a generated tsvector column on PostgreSQL
+SEARCH_TABLE_PREFIX = "messages_fts"
+SEARCH_COLUMN = "content_tsv"
+SEARCH_INDEX = "ix_messages_content_tsv"
+
+
+def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    """Alembic's filter: the search index is not in the models, so schema comparisons leave it out."""
+    if type_ == "table":
+        return not (name or "").startswith(SEARCH_TABLE_PREFIX)
+    return name not in (SEARCH_COLUMN, SEARCH_INDEX)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -130,6 +143,8 @@ class AnticipatedQuery(Base):
     normalized: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # the message an extracted question was read from (re-reading starts there); null for other sources
+    source_seq: Mapped[int | None] = mapped_column(Integer)
 
 
 class PrecomputedAnswer(Base):
@@ -147,6 +162,8 @@ class PrecomputedAnswer(Base):
     question: Mapped[str] = mapped_column(Text)
     answer: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # seqs of the messages the answer read (re-reading); null for an answer from memory alone
+    sources: Mapped[list[int] | None] = mapped_column(JSON)
 
 
 class QueryLog(Base):

@@ -23,6 +23,7 @@ class MessageRecord:
     content: str
     n_tokens: int
     created_at: datetime
+    rank: float = 0.0  # how well it matched a full-text search, higher is better (0 outside a search)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class Anticipated:
     normalized: str
     source: str
     created_at: datetime
+    source_seq: int | None = None  # the message an extracted question was read from
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class Precomputed:
     normalized_question: str
     answer: str
     created_at: datetime
+    sources: tuple[int, ...] = ()  # seqs of the messages the answer read (re-reading); () from memory alone
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,22 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, delete, exists, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Engine,
+    and_,
+    bindparam,
+    column,
+    delete,
+    exists,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    table,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, aliased, sessionmaker, undefer
@@ -37,7 +52,7 @@ from sleeptime.db.records import (
     Precomputed,
     RunInfo,
 )
-from sleeptime.db.text import normalize_question, shown
+from sleeptime.db.text import normalize_question, search_terms, shown
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +119,47 @@ def _sha256(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
 
 
+def _precomputed(row: m.PrecomputedAnswer) -> Precomputed:
+    sources = tuple(row.sources or ())
+    return Precomputed(row.version, row.question, row.normalized_question, row.answer, row.created_at, sources)
+
+
+def _check_answers(answers: Iterable[Sequence[Any]]) -> dict[str, tuple[str, str, list[int] | None]]:
+    """Answers as (question, normalized, answer) or (question, normalized, answer, source seqs), keyed by normalized
+    question (a repeat keeps its first answer)."""
+    unique: dict[str, tuple[str, str, list[int] | None]] = {}
+    for item in answers:
+        if len(item) not in (3, 4):
+            raise InvalidInput("an answer is (question, normalized, answer[, source seqs])")
+        question, normalized, answer = item[:3]
+        sources = item[3] if len(item) == 4 else None
+        _check_text("anticipated question", question, MAX_QUESTION_BYTES)
+        _check_text("normalized question", normalized, MAX_QUESTION_BYTES)
+        if not isinstance(answer, str) or "\x00" in answer:
+            raise InvalidInput(f"answer to {question!r} must be text without NUL")
+        if sources is not None:
+            if not all(isinstance(seq, int) and not isinstance(seq, bool) and seq > 0 for seq in sources):
+                raise InvalidInput(f"sources of the answer to {question!r} must be message seqs, got {sources!r}")
+            sources = sorted(set(sources))
+        unique.setdefault(normalized, (question, answer, sources))
+    return unique
+
+
+def _answer_rows(context_id: int, version: int, answers: dict, now: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "context_id": context_id,
+            "version": version,
+            "normalized_question": normalized,
+            "question": question,
+            "answer": answer,
+            "sources": sources,
+            "created_at": now,
+        }
+        for normalized, (question, answer, sources) in answers.items()
+    ]
+
+
 def _context_and_answer_query() -> Any:
     # built once: composing the statement costs about as much as running it
     answer = m.PrecomputedAnswer
@@ -119,6 +175,7 @@ def _context_and_answer_query() -> Any:
             answer.question,
             answer.answer,
             answer.created_at.label("answered_at"),
+            answer.sources,
         )
         .outerjoin(
             m.Checkpoint,
@@ -137,6 +194,45 @@ def _context_and_answer_query() -> Any:
 
 
 _CONTEXT_AND_ANSWER = _context_and_answer_query()
+
+
+def _questions_due() -> Any:
+    """True for a context with a head and questions since its last pass: asked and answered online, or registered.
+    The next pass answers them (re-reading), even when no message is new."""
+    last_pass = (
+        select(func.max(m.ConsolidationRun.started_at))
+        .where(m.ConsolidationRun.context_id == m.Context.id)
+        .scalar_subquery()
+    )
+    since = or_(last_pass.is_(None), m.QueryLog.created_at > last_pass)
+    asked = exists().where(m.QueryLog.context_id == m.Context.id, m.QueryLog.source == "online", since)
+    registered_since = or_(last_pass.is_(None), m.AnticipatedQuery.created_at > last_pass)
+    registered = exists().where(
+        m.AnticipatedQuery.context_id == m.Context.id, m.AnticipatedQuery.source == "registered", registered_since
+    )
+    return and_(m.Context.head_version.is_not(None), or_(asked, registered))
+_FTS = table("messages_fts", column("rowid"))
+_MESSAGE_COLUMNS = (m.Message.seq, m.Message.role, m.Message.content, m.Message.n_tokens, m.Message.created_at)
+_IN_RANGE = (m.Message.context_id == bindparam("context_id"), m.Message.seq <= bindparam("up_to"))
+# bm25 is lower for a better match: negated, both backends rank higher-is-better
+_BM25 = (-func.bm25(literal_column("messages_fts"))).label("rank")
+text_search_sqlite = (
+    select(*_MESSAGE_COLUMNS, _BM25)
+    .join(_FTS, _FTS.c.rowid == m.Message.id)
+    .where(literal_column("messages_fts").op("MATCH")(bindparam("query")), *_IN_RANGE)
+    .order_by(_BM25.desc(), m.Message.seq.desc())
+    .limit(bindparam("limit"))
+)
+_TSQUERY = func.to_tsquery(literal_column("'english'"), bindparam("query"))
+_TSVECTOR = literal_column("messages.content_tsv")
+_TS_RANK = func.ts_rank(_TSVECTOR, _TSQUERY).label("rank")
+text_search_pg = (
+    select(*_MESSAGE_COLUMNS, _TS_RANK)
+    .where(_TSVECTOR.op("@@")(_TSQUERY), *_IN_RANGE)
+    .order_by(_TS_RANK.desc(), m.Message.seq.desc())
+    .limit(bindparam("limit"))
+)
+
 _LIVE_KEY = select(m.ApiKey.name).where(m.ApiKey.key_hash == bindparam("key_hash"), m.ApiKey.revoked_at.is_(None))
 # revoked keys count: keys are never deleted, so once one was created the API stays closed (invariant 9)
 _ANY_KEY_EVER = select(exists().where(m.ApiKey.id.is_not(None)))
@@ -315,6 +411,55 @@ class Store:
             ).one()
         return Pending(count, tokens, cursor)
 
+    def questions_due(self, name: str) -> bool:
+        """Whether questions arrived since the context's last pass (see idle_contexts): a pass is due for them."""
+        with self._read() as s:
+            self._context(s, name)
+            return bool(s.scalar(select(exists().where(m.Context.name == name, _questions_due()))))
+
+    def messages_at(self, name: str, seqs: Iterable[int]) -> list[MessageRecord]:
+        """The messages with these seqs, in seq order (seqs with no message are left out)."""
+        wanted = sorted({seq for seq in seqs if isinstance(seq, int)})
+        if not wanted:
+            return []
+        with self._read() as s:
+            ctx = self._context(s, name)
+            query = (
+                select(m.Message)
+                .where(m.Message.context_id == ctx.id, m.Message.seq.in_(wanted))
+                .order_by(m.Message.seq)
+            )
+            return [
+                MessageRecord(row.seq, row.role, row.content, row.n_tokens, row.created_at) for row in s.scalars(query)
+            ]
+
+    def search_messages(
+        self, name: str, text: str, limit: int = 8, *, up_to_seq: int | None = None
+    ) -> list[MessageRecord]:
+        """The context's messages that best match `text` (full-text index, any of its words), best first, each with
+        its `rank` (higher is better); among equal matches the newest first, since a fact can be updated. Up to `limit`, at seq <= up_to_seq when given.
+        """
+        if not isinstance(limit, int) or limit < 1:
+            raise InvalidInput(f"limit must be a positive integer, got {limit!r}")
+        terms = search_terms(_check_text("search text", text, MAX_QUESTION_BYTES))
+        if not terms:
+            return []
+        params: dict[str, Any] = {"up_to": up_to_seq if up_to_seq is not None else 2**31 - 1, "limit": limit}
+        if self.backend == "postgresql":
+            # the terms are \w+ words, so they need no quoting inside to_tsquery
+            params["query"] = " | ".join(terms)
+            statement = text_search_pg
+        else:
+            params["query"] = " OR ".join(f'"{term}"' for term in terms)
+            statement = text_search_sqlite
+        with self._read() as s:
+            ctx = self._context(s, name)
+            rows = s.execute(statement, {**params, "context_id": ctx.id}).all()
+        return [
+            MessageRecord(row.seq, row.role, row.content, row.n_tokens, row.created_at, float(row.rank))
+            for row in rows
+        ]
+
     def touch(self, name: str) -> None:
         """Record activity: the idle sweep leaves the context alone for idle_after from now."""
         with self._write.begin() as s:
@@ -324,8 +469,9 @@ class Store:
     def idle_contexts(
         self, idle_after_seconds: float, now: datetime | None = None, *, max_wait_seconds: float | None = None
     ) -> list[str]:
-        """Contexts with messages after their head cursor and either no message or query for idle_after_seconds,
-        or (with max_wait_seconds) a pending message that old: a context queried without pause still sleeps."""
+        """Contexts with messages after their head cursor, or with questions since their last pass (asked and
+        answered online, or registered), and either no message or query for idle_after_seconds, or (with
+        max_wait_seconds) a pending message that old: a context queried without pause still sleeps."""
         now = now or self._now()
         if now.tzinfo is None:
             raise InvalidInput("idle_contexts needs an aware datetime (UTC)")
@@ -345,7 +491,7 @@ class Store:
                 m.Checkpoint,
                 and_(m.Checkpoint.context_id == m.Context.id, m.Checkpoint.version == m.Context.head_version),
             )
-            .where(ready, has_pending)
+            .where(ready, or_(has_pending, _questions_due()))
             .order_by(m.Context.last_activity_at, m.Context.name)
         )
         with self._read() as s:
@@ -398,19 +544,13 @@ class Store:
 
         The head moves from `parent_version` (None for the first checkpoint) to max(version) + 1 by compare-and-swap:
         if another publish or a rollback moved it first, HeadConflict is raised and nothing is written. Answers are
-        (question, normalized, answer); a repeated normalized question keeps its first answer.
+        (question, normalized, answer[, source seqs]); a repeated normalized question keeps its first answer.
         """
         if not isinstance(payload, bytes | bytearray | memoryview) or len(payload) == 0:
             raise InvalidInput("checkpoint payload must be non-empty bytes")
         payload = bytes(payload)
         meta = _json("checkpoint meta", meta)
-        unique_answers: dict[str, tuple[str, str]] = {}
-        for question, normalized, answer in answers:
-            _check_text("anticipated question", question, MAX_QUESTION_BYTES)
-            _check_text("normalized question", normalized, MAX_QUESTION_BYTES)
-            if not isinstance(answer, str) or "\x00" in answer:
-                raise InvalidInput(f"answer to {question!r} must be text without NUL")
-            unique_answers.setdefault(normalized, (question, answer))
+        unique_answers = _check_answers(answers)
 
         now = self._now()
         with self._write.begin() as s:
@@ -456,24 +596,37 @@ class Store:
             if moved.rowcount != 1:
                 raise HeadConflict(f"context {name!r}: the head moved while publishing")
             if unique_answers:
-                s.execute(
-                    insert(m.PrecomputedAnswer),
-                    [
-                        {
-                            "context_id": ctx.id,
-                            "version": version,
-                            "normalized_question": normalized,
-                            "question": question,
-                            "answer": answer,
-                            "created_at": now,
-                        }
-                        for normalized, (question, answer) in unique_answers.items()
-                    ],
-                )
+                s.execute(insert(m.PrecomputedAnswer), _answer_rows(ctx.id, version, unique_answers, now))
             if run_id is not None:
                 self._finish_run(s, run_id, "published", published_version=version, error=None, context_id=ctx.id)
             row = self._checkpoint_row(s, ctx, version, payload=False)
             return self._info(name, row)
+
+    def add_answers(
+        self, name: str, version: int, answers: Iterable[Sequence[Any]], run_id: int | None = None
+    ) -> int:
+        """Precomputed answers for questions the checkpoint `version` has none for, while it is still the head (a
+        pass over new questions alone); answers it already has stand. Raises HeadConflict when the head moved,
+        and then writes nothing. Returns how many were added."""
+        unique_answers = _check_answers(answers)
+        now = self._now()
+        with self._write.begin() as s:
+            ctx = self._context(s, name, lock=True)
+            if ctx.head_version != version:
+                raise HeadConflict(f"context {name!r}: the head is at {ctx.head_version}, not at {version}")
+            have = set(
+                s.scalars(
+                    select(m.PrecomputedAnswer.normalized_question).where(
+                        m.PrecomputedAnswer.context_id == ctx.id, m.PrecomputedAnswer.version == version
+                    )
+                )
+            )
+            new = {k: v for k, v in unique_answers.items() if k not in have}
+            if new:
+                s.execute(insert(m.PrecomputedAnswer), _answer_rows(ctx.id, version, new, now))
+            if run_id is not None:
+                self._finish_run(s, run_id, "published", published_version=version, error=None, context_id=ctx.id)
+            return len(new)
 
     def load_checkpoint(self, name: str, version: int | None = None) -> Checkpoint:
         """The checkpoint `version` (default: the head), verified; raises UnknownVersion or CorruptCheckpoint."""
@@ -728,17 +881,31 @@ class Store:
 
     # anticipated queries, precomputed answers, query log
 
-    def add_anticipated(self, name: str, questions: Iterable[str], source: str = "registered") -> int:
-        """Register expected questions (deduplicated by normalized text); returns how many were new."""
+    def add_anticipated(
+        self, name: str, questions: Iterable[str], source: str = "registered", *, source_seqs: Sequence[int] = ()
+    ) -> int:
+        """Register expected questions (deduplicated by normalized text); returns how many were new.
+
+        source_seqs, one per question when given: the message each was read from (its provenance); a question
+        read again from a newer message moves its provenance there, since the fact may have been updated."""
         if source not in m.ANTICIPATED_SOURCES:
             raise InvalidInput(f"source {source!r} is not one of {', '.join(m.ANTICIPATED_SOURCES)}")
+        questions = list(questions)
+        if source_seqs and len(source_seqs) != len(questions):
+            raise InvalidInput("source_seqs needs one seq per question")
         pairs: dict[str, str] = {}
-        for question in questions:
+        provenance: dict[str, int] = {}
+        for i, question in enumerate(questions):
             _check_text("question", question, MAX_QUESTION_BYTES)
             normalized = normalize_question(question)
             if not normalized:
                 raise InvalidInput(f"question {question!r} has no words")
             pairs.setdefault(normalized, question.strip())
+            if source_seqs:
+                seq = source_seqs[i]
+                if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+                    raise InvalidInput(f"source seq of {question!r} must be a message seq, got {seq!r}")
+                provenance[normalized] = max(seq, provenance.get(normalized, 0))
         now = self._now()
         added = 0
         with self._write.begin() as s:
@@ -747,11 +914,26 @@ class Store:
                 # RETURNING yields no row when the question was already there (rowcount is unreliable here)
                 inserted = s.execute(
                     self._insert(m.AnticipatedQuery)
-                    .values(context_id=ctx.id, question=question, normalized=normalized, source=source, created_at=now)
+                    .values(
+                        context_id=ctx.id,
+                        question=question,
+                        normalized=normalized,
+                        source=source,
+                        created_at=now,
+                        source_seq=provenance.get(normalized),
+                    )
                     .on_conflict_do_nothing(index_elements=["context_id", "normalized"])
                     .returning(m.AnticipatedQuery.id)
                 )
                 added += len(inserted.all())
+                if normalized in provenance:
+                    s.execute(
+                        update(m.AnticipatedQuery)
+                        .where(m.AnticipatedQuery.context_id == ctx.id, m.AnticipatedQuery.normalized == normalized)
+                        .where(or_(m.AnticipatedQuery.source_seq.is_(None),
+                                   m.AnticipatedQuery.source_seq < provenance[normalized]))
+                        .values(source_seq=provenance[normalized])
+                    )
         return added
 
     def list_anticipated(self, name: str) -> list[Anticipated]:
@@ -762,7 +944,7 @@ class Store:
                 .where(m.AnticipatedQuery.context_id == ctx.id)
                 .order_by(m.AnticipatedQuery.id)
             )
-            return [Anticipated(row.question, row.normalized, row.source, row.created_at) for row in rows]
+            return [Anticipated(row.question, row.normalized, row.source, row.created_at, row.source_seq) for row in rows]
 
     def get_precomputed(self, name: str, version: int, normalized: str) -> Precomputed | None:
         """The precomputed answer to a normalized question at a checkpoint version; one indexed lookup."""
@@ -777,9 +959,7 @@ class Store:
         )
         with self._read() as s:
             row = s.scalars(query).one_or_none()
-            if row is None:
-                return None
-            return Precomputed(row.version, row.question, row.normalized_question, row.answer, row.created_at)
+            return None if row is None else _precomputed(row)
 
     def context_and_answer(self, name: str, normalized: str) -> tuple[ContextInfo, Precomputed | None]:
         """A context and its head's precomputed answer to a normalized question (None without one): the query
@@ -791,7 +971,8 @@ class Store:
         ctx = ContextInfo(row.name, row.created_at, row.last_activity_at, row.head_version, row.cursor or 0, row.last)
         if row.answer is None:
             return ctx, None
-        return ctx, Precomputed(row.head_version, row.question, normalized, row.answer, row.answered_at)
+        sources = tuple(row.sources or ())
+        return ctx, Precomputed(row.head_version, row.question, normalized, row.answer, row.answered_at, sources)
 
     def list_precomputed(self, name: str, version: int) -> list[Precomputed]:
         with self._read() as s:
@@ -801,10 +982,7 @@ class Store:
                 .where(m.PrecomputedAnswer.context_id == ctx.id, m.PrecomputedAnswer.version == version)
                 .order_by(m.PrecomputedAnswer.id)
             )
-            return [
-                Precomputed(row.version, row.question, row.normalized_question, row.answer, row.created_at)
-                for row in rows
-            ]
+            return [_precomputed(row) for row in rows]
 
     def log_query(
         self, name: str, question: str, source: str, latency_ms: float, version: int | None = None

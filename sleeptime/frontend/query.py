@@ -57,9 +57,10 @@ class QueryResult:
     source: str  # "precomputed" or "online"
     checkpoint: int | None  # the version the answer came from; None: no checkpoint yet
     latency_ms: float
+    sources: tuple[int, ...] = ()  # seqs of the messages a precomputed answer read (re-reading)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "sources": list(self.sources)}
 
 
 @dataclass(frozen=True)
@@ -301,7 +302,9 @@ class QueryEngine:
         hit = self._precomputed(lookup.ctx, lookup.found)
         return self._done(lookup, *(hit or self._online(lookup.ctx, lookup.question)))
 
-    def _done(self, lookup: Lookup, answer: str, source: str, version: int | None) -> QueryResult:
+    def _done(
+        self, lookup: Lookup, answer: str, source: str, version: int | None, sources: tuple[int, ...] = ()
+    ) -> QueryResult:
         context, question = lookup.ctx.name, lookup.question
         latency_ms = round((time.perf_counter() - lookup.started) * 1000, 3)
         row = (context, question, source, latency_ms, version)
@@ -310,7 +313,7 @@ class QueryEngine:
             writer.add(row)
         else:
             self.store.log_query(*row)
-        return QueryResult(answer, source, version, latency_ms)
+        return QueryResult(answer, source, version, latency_ms, sources)
 
     def flush_log(self) -> None:
         """Return once every query answered so far is in the query log."""
@@ -331,10 +334,12 @@ class QueryEngine:
         self.cache.get_or_load((ctx.name, ctx.head_version), lambda: self._load(ctx, engine))
         return True
 
-    def _precomputed(self, ctx: ContextInfo, found: Precomputed | None) -> tuple[str, str, int] | None:
+    def _precomputed(
+        self, ctx: ContextInfo, found: Precomputed | None
+    ) -> tuple[str, str, int, tuple[int, ...]] | None:
         if found is None or ctx.head_version is None or ctx.last_seq > ctx.cursor_seq:
             return None
-        return found.answer, "precomputed", ctx.head_version
+        return found.answer, "precomputed", ctx.head_version, found.sources
 
     def _online(self, ctx: ContextInfo, question: str) -> tuple[str, str, int | None]:
         engine = self._engine()

@@ -44,6 +44,9 @@ class QueryResponse(BaseModel):
     source: Literal["precomputed", "online"]
     checkpoint: int | None = Field(description="the checkpoint version the answer came from; null: none yet")
     latency_ms: float
+    sources: list[int] = Field(
+        default=[], description="seqs of the messages a precomputed answer read; empty for an answer from memory"
+    )
 
 
 class AnticipateRequest(BaseModel):
@@ -107,6 +110,7 @@ class JobOut(BaseModel):
 class ConsolidationOut(BaseModel):
     published: bool
     checkpoint: CheckpointOut | None = Field(description="the new head when published, else the unchanged head")
+    answered: int = Field(default=0, description="answers added to the unchanged head for new questions alone")
     tokens: int = Field(description="model tokens consumed (role markers included)")
     bytes: int = Field(description="UTF-8 bytes of the messages' text")
     messages: int

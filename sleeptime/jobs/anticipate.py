@@ -11,6 +11,12 @@ answers:
   "I live in <place>"                    ->  "Where do I live?"
   "I work at|for <place>"                ->  "Where do I work?"
 It is deliberately simple: a missed question is answered online later, and a wrong one costs one generation.
+
+Re-reading (sleep-time compute, arXiv 2504.13171): recall from far back is the hardest way to answer, and the
+transcript is in the database. So each question is answered after reading the messages that hold its answer: the
+one it was extracted from plus the best full-text matches, fitted to the attention window newest first (a fact can
+be updated: the later statement wins the space) and fed in seq order, then the question, from a branch of the new
+state. The answer keeps the seqs it read (`sources`).
 """
 
 import re
@@ -18,10 +24,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sleeptime.db import Store, normalize_question
+from sleeptime.db import MessageRecord, Store, normalize_question
 
 MAX_QUESTIONS = 64
 RECENT_QUERIES = 32
+# full-text matches read per question: a few, since the attention window holds only a few messages
+SEARCH_MATCHES = 4
+# a match this close to the best one states the same thing (an earlier or later value of the fact): the newest
+# of those wins; weaker ones share a word or two with the question and are left out
+SAME_FACT = 0.5
 
 _MY_THING = re.compile(
     r"\bmy\s+((?:[a-z][\w'-]*\s+){0,4}?[a-z][\w'-]*)\s+(is|are|was|were)\s+\S", re.IGNORECASE | re.UNICODE
@@ -52,47 +63,87 @@ class Question:
     text: str
     normalized: str
     source: str
+    source_seq: int | None = None  # the message it was extracted from, when it was
 
 
-def _unique(candidates: Iterable[tuple[str, str]], limit: int) -> list[Question]:
+def _unique(candidates: Iterable[tuple[str, str]], limit: int, provenance: dict[str, int]) -> list[Question]:
     chosen: dict[str, Question] = {}
     for text, source in candidates:
         normalized = normalize_question(text)
         if normalized and normalized not in chosen:
-            chosen[normalized] = Question(text, normalized, source)
+            chosen[normalized] = Question(text, normalized, source, provenance.get(normalized))
         if len(chosen) >= limit:
             break
     return list(chosen.values())
 
 
 def gather_questions(
-    store: Store, context: str, extracted: Sequence[str] = (), limit: int = MAX_QUESTIONS
+    store: Store,
+    context: str,
+    extracted: Sequence[str] = (),
+    limit: int = MAX_QUESTIONS,
+    extracted_seqs: Sequence[int] = (),
 ) -> list[Question]:
     """Registered, recently asked and extracted questions of a context, deduplicated by normalized text.
 
-    `extracted` are questions found in the messages being consolidated now; they are stored (source "extracted")
-    so later passes keep anticipating them.
+    `extracted` are questions found in the messages being consolidated now, `extracted_seqs` (when given) the seq
+    of the message each was read from; they are stored (source "extracted", with that provenance) so later passes
+    keep anticipating them.
     """
     if extracted:
-        store.add_anticipated(context, extracted, source="extracted")
+        store.add_anticipated(context, extracted, source="extracted", source_seqs=extracted_seqs)
     stored = store.list_anticipated(context)
+    provenance = {q.normalized: q.source_seq for q in stored if q.source_seq is not None}
     registered = [(q.question, q.source) for q in stored if q.source != "extracted"]
     logged = [(q, "query_log") for q in store.recent_questions(context, limit=RECENT_QUERIES)]
     # newest extracted first: list_anticipated is oldest first
     extracted_all = [(q.question, q.source) for q in reversed(stored) if q.source == "extracted"]
-    return _unique([*registered, *logged, *extracted_all], limit)
+    return _unique([*registered, *logged, *extracted_all], limit, provenance)
+
+
+def reading_for(
+    store: Store, context: str, question: Question, up_to_seq: int, tokenizer: Any, window: int
+) -> list[MessageRecord]:
+    """The messages to re-read before answering `question`, in seq order: its provenance and the full-text matches
+    at seq <= up_to_seq that rank near the best one, newest first into what the attention window leaves beside the
+    question. A candidate that does not fit is skipped; when the newest does not fit, it is read whole alone (its
+    end stays in the window, as when the statement is the last message before a question)."""
+    found = store.search_messages(context, question.text, SEARCH_MATCHES, up_to_seq=up_to_seq)
+    best = max((m.rank for m in found), default=0.0)
+    candidates = {m.seq: m for m in found if m.rank >= SAME_FACT * best}
+    if question.source_seq is not None and question.source_seq <= up_to_seq:
+        candidates.update((m.seq, m) for m in store.messages_at(context, [question.source_seq]))
+    budget = window - len(tokenizer.encode_prompt(question.text))
+    chosen: list[MessageRecord] = []
+    for message in sorted(candidates.values(), key=lambda m: m.seq, reverse=True):
+        size = len(tokenizer.encode_message(message.role, message.content))
+        if size <= budget:
+            chosen.append(message)
+            budget -= size
+        elif not chosen:
+            return [message]
+    return sorted(chosen, key=lambda m: m.seq)
 
 
 def answer_questions(
-    engine: Any, state: Any, questions: Sequence[Question], max_new_tokens: int, check: Callable[[], None] | None = None
-) -> list[tuple[str, str, str]]:
-    """(question, normalized, answer) for each question, answered from `state` alone (the tail is empty: the
-    state has consumed every message up to the new cursor). `check()` runs before each answer (abort point)."""
+    engine: Any,
+    state: Any,
+    questions: Sequence[Question],
+    max_new_tokens: int,
+    check: Callable[[], None] | None = None,
+    read: Callable[[Question], list[MessageRecord]] | None = None,
+) -> list[tuple[str, str, str, list[int]]]:
+    """(question, normalized, answer, source seqs) for each question. Without `read`, answered from `state` alone
+    (the tail is empty: the state has consumed every message up to the new cursor) and sources are empty; with
+    it, after re-reading the messages `read(question)` returns (`engine.answer` branches: `state` is unchanged).
+    `check()` runs before each answer (abort point)."""
     answers = []
     for question in questions:
         if check is not None:
             check()
-        text = engine.answer(state, question.text, max_new_tokens=max_new_tokens)
+        messages = read(question) if read is not None else []
+        tail = [{"role": m.role, "content": m.content} for m in messages]
+        text = engine.answer(state, question.text, tail=tail, max_new_tokens=max_new_tokens)
         # the byte tokenizer can emit a NUL byte, which no database text column takes
-        answers.append((question.text, question.normalized, text.replace("\x00", "")))
+        answers.append((question.text, question.normalized, text.replace("\x00", ""), [m.seq for m in messages]))
     return answers

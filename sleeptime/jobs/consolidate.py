@@ -6,15 +6,23 @@
   3. stream the range in bounded batches through the model (tokens fed in fixed-size pieces); with replay_spans,
      feed the pass's most surprising spans once more (sleep replay; off by default: it did not help the demo
      model's recall, docs/research/experiments.md)
-  4. anticipate: gather the expected questions and answer them with the new state; with rehearse, write each
-     question and its answer into the state as one more exchange (rehearsal; the daemon's default: it kept the
-     demo model's answers through later conversation, docs/research/experiments.md)
+  4. anticipate: gather the expected questions and answer them with the new state, each after re-reading the
+     messages that hold its answer (jobs/anticipate.py; reread="fresh": the reading starts from an empty memory,
+     "off": answers from the state alone); with rehearse, write each question and its answer into the state as one
+     more exchange (rehearsal; the daemon's default: it kept the demo model's answers through later conversation,
+     docs/research/experiments.md)
   5. publish checkpoint + head CAS + answers in one transaction; a lost CAS marks the run superseded
 
 Nothing is written to the head before step 5, so a crash at any point leaves the head unchanged. The whole pass
 holds the context's consolidation lock (db/locks.py): a second pass on the context, from any process, waits for it
 and then finds nothing left to do. With `fresh`, step 2 starts from an empty state and step 3 reads every message:
 the way out for a context whose head was written by another model.
+
+With no new message but questions the head has no answer for (asked online or registered since the last pass),
+the pass answers those from the head's state and adds the answers to the same head: no new version, since the
+memory has learned nothing new (a version is a step of consolidation; an answers-only version would copy the
+state and its payload for nothing). Such answers are not rehearsed into the state; the next pass over new messages
+rehearses them with the rest.
 """
 
 import logging
@@ -27,7 +35,7 @@ from typing import Any
 
 from sleeptime import SleeptimeError
 from sleeptime.db import CheckpointInfo, HeadConflict, Store
-from sleeptime.jobs.anticipate import answer_questions, extract_questions, gather_questions
+from sleeptime.jobs.anticipate import Question, answer_questions, extract_questions, gather_questions, reading_for
 from sleeptime.models.tokenizer import ANSWER_TOKENS
 
 log = logging.getLogger(__name__)
@@ -40,6 +48,8 @@ TOP_SPANS = 8
 MAX_EXTRACTED = 64
 
 Progress = Callable[[int, int], None]
+# where re-reading starts: the new state (a branch), an empty memory, or no re-reading (the memory alone)
+REREAD = ("state", "fresh", "off")
 
 
 class ModelMismatch(SleeptimeError):
@@ -61,6 +71,7 @@ class Consolidation:
     tokens: int
     messages: int
     bytes: int = 0  # UTF-8 bytes of the messages' text (tokens count the model's tokens, role markers included)
+    answered: int = 0  # answers added to the unchanged head by a pass over new questions alone
 
 
 class _Pass:
@@ -76,19 +87,22 @@ class _Pass:
         replay_spans: int = 0,
         rehearse: bool = False,
         fresh: bool = False,
+        reread: str = "state",
     ):
+        if reread not in REREAD:
+            raise SleeptimeError(f"reread must be one of {', '.join(REREAD)}, not {reread!r}")
         self.store, self.engine, self.context = store, engine, context
         self.fresh = fresh
         self.progress, self.abort = progress, abort
-        self.replay_spans, self.rehearse = replay_spans, rehearse
+        self.replay_spans, self.rehearse, self.reread = replay_spans, rehearse, reread
         # the pass's tokens, kept only for replay (2 bytes each while the vocabulary fits in 16 bits)
         self.history = array("H" if engine.tokenizer.vocab_size <= 1 << 16 else "I")
         self.started = time.monotonic()
         self.done_tokens = 0
         self.total_tokens = 0
         self.bytes = 0
-        # an ordered set: a fact stated again moves to the newest end
-        self.extracted: dict[str, None] = {}
+        # question -> seq of the newest message it was read from; a fact stated again moves to the newest end
+        self.extracted: dict[str, int] = {}
         # token offset (within this pass) where each consumed message starts, to map surprising spans to seqs
         self.offsets, self.seqs = array("q"), array("q")
 
@@ -157,7 +171,7 @@ class _Pass:
                 if self.replay_spans:
                     self.history.extend(tokens)
                 if message.role == "user":
-                    self.note_questions(extract_questions(message.content))
+                    self.note_questions(extract_questions(message.content), message.seq)
             seq, count = batch[-1].seq, count + len(batch)
             while len(buffer) >= FEED_TOKENS:
                 state, stats = self.feed(state, stats, buffer[:FEED_TOKENS])
@@ -169,10 +183,10 @@ class _Pass:
             self.progress(self.done_tokens, self.done_tokens)
         return state, stats, count
 
-    def note_questions(self, questions: list[str]) -> None:
+    def note_questions(self, questions: list[str], seq: int) -> None:
         for question in questions:
             self.extracted.pop(question, None)
-            self.extracted[question] = None
+            self.extracted[question] = seq
         while len(self.extracted) > MAX_EXTRACTED:
             del self.extracted[next(iter(self.extracted))]
 
@@ -201,12 +215,45 @@ class _Pass:
             "seconds": round(time.monotonic() - self.started, 3),
         }
 
+    def answer(self, state: Any, questions: list[Question], to_seq: int) -> list[tuple[str, str, str, list[int]]]:
+        window = self.engine.config.window
+
+        def read(question: Question) -> list[Any]:
+            return reading_for(self.store, self.context, question, to_seq, self.engine.tokenizer, window)
+
+        if self.reread == "off":
+            return answer_questions(self.engine, state, questions, ANSWER_TOKENS, check=self.check)
+        start = self.engine.new_state() if self.reread == "fresh" else state
+        return answer_questions(self.engine, start, questions, ANSWER_TOKENS, check=self.check, read=read)
+
+    def answer_new_questions(self, state: Any, head: int, cursor: int) -> Consolidation:
+        """No new message: answer the questions the head has no answer for, and add them to the same head."""
+        info = self.store.head_checkpoint_meta(self.context)
+        have = {p.normalized_question for p in self.store.list_precomputed(self.context, head)}
+        questions = [q for q in gather_questions(self.store, self.context) if q.normalized not in have]
+        if not questions:
+            return Consolidation(self.context, False, info, None, 0, 0)
+        run_id = self.store.start_run(self.context, head, cursor, cursor)
+        try:
+            answers = self.answer(state, questions, cursor)
+            self.check()
+            added = self.store.add_answers(self.context, head, answers, run_id=run_id)
+        except HeadConflict as exc:
+            self.store.finish_run(run_id, "superseded", error=str(exc))
+            raise
+        except BaseException as exc:
+            self.store.finish_run(run_id, "failed", error=str(exc) or type(exc).__name__)
+            raise
+        log.info("answered", extra={"context": self.context, "version": head, "answers": added})
+        return Consolidation(self.context, False, info, run_id, 0, 0, answered=added)
+
     def run(self) -> Consolidation:
         state, parent, cursor = self.load_head()
         to_seq = self.store.get_context(self.context).last_seq
         if to_seq <= cursor:
-            head = self.store.head_checkpoint_meta(self.context)
-            return Consolidation(self.context, False, head, None, 0, 0)
+            if parent is None:
+                return Consolidation(self.context, False, None, None, 0, 0)
+            return self.answer_new_questions(state, parent, cursor)
         self.total_tokens = self.store.pending(self.context, after=cursor).tokens
         run_id = self.store.start_run(self.context, parent, cursor, to_seq)
         try:
@@ -232,11 +279,13 @@ class _Pass:
         replayed = 0
         if self.replay_spans:
             state, replayed = self.replay(state, stats)
-        questions = gather_questions(self.store, self.context, list(self.extracted))
-        answers = answer_questions(self.engine, state, questions, ANSWER_TOKENS, check=self.check)
+        questions = gather_questions(
+            self.store, self.context, list(self.extracted), extracted_seqs=list(self.extracted.values())
+        )
+        answers = self.answer(state, questions, to_seq)
         rehearsed = 0
         if self.rehearse:
-            state, rehearsed = self.engine.rehearse(state, [(question, answer) for question, _, answer in answers])
+            state, rehearsed = self.engine.rehearse(state, [(answer[0], answer[2]) for answer in answers])
         payload = self.engine.encode_state(state)
         meta = self.meta(stats, messages, cursor, to_seq, len(answers), replayed, rehearsed)
         if self.fresh:
@@ -263,15 +312,17 @@ def consolidate(
     replay_spans: int = 0,
     rehearse: bool = False,
     fresh: bool = False,
+    reread: str = "state",
 ) -> Consolidation:
-    """Run one pass under the context's consolidation lock, waiting for a pass in progress first.
-    `progress(done_tokens, total_tokens)` is called per model segment; setting the `abort` event (anything with
-    `is_set()`) stops the pass, or the wait, before it publishes (Aborted). `fresh` rebuilds the memory from every
-    message with this engine's model. Raises HeadConflict when a rollback moved the head first, ModelMismatch for a
-    head from another model, UnknownContext (also for a context forgotten during the pass)."""
+    """Run one pass under the context's consolidation lock, waiting for a pass in progress first (a pass with no new
+    message answers new questions for the head, see above). `progress(done_tokens, total_tokens)` is called per
+    model segment; setting the `abort` event (anything with `is_set()`) stops the pass, or the wait, before it
+    publishes (Aborted). `fresh` rebuilds the memory from every message with this engine's model. Raises
+    HeadConflict when a rollback moved the head first, ModelMismatch for a head from another model, UnknownContext
+    (also for a context forgotten during the pass)."""
     with store.pass_lock(context, stop=abort) as abandoned:
         if abandoned is None:
             raise Aborted(f"consolidation of {context!r} aborted while waiting for the pass in progress")
         if abandoned:
             log.warning("context %r: runs %s of a dead process closed as abandoned", context, abandoned)
-        return _Pass(store, engine, context, progress, abort, replay_spans, rehearse, fresh).run()
+        return _Pass(store, engine, context, progress, abort, replay_spans, rehearse, fresh, reread).run()

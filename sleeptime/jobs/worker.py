@@ -26,8 +26,8 @@ GC_EVERY_SWEEPS = 20
 
 
 def sweep(app: Host) -> list[str]:
-    """Queue a consolidation for each context idle for idle_after with messages after its head (the queue
-    collapses repeated triggers into one queued job)."""
+    """Queue a consolidation for each context idle for idle_after with messages after its head, or with questions
+    asked or registered since its last pass (the queue collapses repeated triggers into one queued job)."""
     names = app.store.idle_contexts(app.settings.idle_after, max_wait_seconds=app.settings.max_wait)
     for name in names:
         app.enqueue(CONSOLIDATE, name, {"reason": "idle"})

@@ -4,7 +4,7 @@ from alembic.migration import MigrationContext
 
 from sleeptime import SleeptimeError
 from sleeptime.db import Store, current_revision, head_revision, make_engine, require_current, upgrade
-from sleeptime.db.models import Base
+from sleeptime.db.models import Base, include_object
 
 from .workers import migrate, run_processes
 
@@ -15,7 +15,7 @@ def test_migrated_schema_matches_models(db_url, tmp_path, monkeypatch):
     upgrade(db_url)
     engine = make_engine(db_url)
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True, "include_object": include_object}), Base.metadata)
     engine.dispose()
     assert diff == []
 

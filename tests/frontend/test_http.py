@@ -269,3 +269,21 @@ def test_consolidations_with_wait_at_once_run_one_pass(live, app, store):
     assert sorted(r.json()["published"] for r in responses) == [False, False, True]
     assert {r.json()["checkpoint"]["version"] for r in responses} == {1}
     assert [run.status for run in store.list_runs("c")] == ["published"]
+
+
+def test_precomputed_answers_carry_their_sources_and_asking_is_enough_for_a_pass(http):
+    statement = {"role": "user", "content": "my locker code is 4821, don't forget it"}
+    chatter = [{"role": "assistant", "content": "noted"}, {"role": "user", "content": "the river runs north"}]
+    assert http.post("/v1/contexts/bob/messages", json={"messages": [statement, *chatter]}).status_code in (200, 201)
+    assert http.post("/v1/contexts/bob/consolidate", params={"wait": "true"}).json()["published"]
+
+    hit = http.post("/v1/contexts/bob/query", json={"question": "What is my locker code?"}).json()
+    assert (hit["source"], hit["checkpoint"]) == ("precomputed", 1) and 1 in hit["sources"]
+    online = http.post("/v1/contexts/bob/query", json={"question": "Where does the river run?"}).json()
+    assert (online["source"], online["sources"]) == ("online", [])
+
+    # no new message: the pass answers the question asked since, for the same head
+    done = http.post("/v1/contexts/bob/consolidate", params={"wait": "true"}).json()
+    assert (done["published"], done["checkpoint"]["version"], done["answered"]) == (False, 1, 1)
+    again = http.post("/v1/contexts/bob/query", json={"question": "where does the river run"}).json()
+    assert (again["source"], again["checkpoint"]) == ("precomputed", 1) and 3 in again["sources"]

@@ -162,7 +162,11 @@ def test_rehearsal_writes_the_precomputed_answers_back_into_the_memory(make_app,
     # the same state by hand: the whole pass, then each question with its answer as one exchange, in their order
     tokens = [t for m in store.messages_after("rehearse", 0) for t in encode_message(m.role, m.content)]
     state, _ = tiny_engine.consume(tiny_engine.new_state(), tokens)
-    assert answers == [tiny_engine.answer(state, q, max_new_tokens=job.ANSWER_TOKENS) for q in questions]
+    # each answer re-read the messages its sources name, from a branch of the pass's state
+    sources = {a.question: a.sources for a in store.list_precomputed("rehearse", 1)}
+    assert all(sources.values())
+    read = {q: [{"role": m.role, "content": m.content} for m in store.messages_at("rehearse", sources[q])] for q in questions}
+    assert answers == [tiny_engine.answer(state, q, read[q], max_new_tokens=job.ANSWER_TOKENS) for q in questions]
     exchanges = [
         m for q, a in zip(questions, answers, strict=True) if a.strip()
         for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})

@@ -3,7 +3,7 @@
 from alembic import context
 
 from sleeptime.db.engine import make_engine, write_engine
-from sleeptime.db.models import Base
+from sleeptime.db.models import Base, include_object
 
 
 def run_migrations(connection) -> None:
@@ -13,6 +13,7 @@ def run_migrations(connection) -> None:
         # SQLite alters tables by copy-and-move; a no-op elsewhere
         render_as_batch=True,
         compare_type=True,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -77,6 +77,7 @@ def consolidate(
     return ConsolidationOut(
         published=result.published,
         checkpoint=_out(result.checkpoint, head),
+        answered=result.answered,
         tokens=result.tokens,
         bytes=result.bytes,
         messages=result.messages,

@@ -1,0 +1,125 @@
+"""Re-reading against recall (issue 22): held-out chat transcripts consolidated through the daemon's own path, each
+question answered four ways, by the shipped model:
+
+  online     asked after the pass (nobody anticipated it): the front end's QueryEngine, from the head's memory state
+             (the tail is empty: the pass consumed every message)
+  memory     the precomputed answer as passes made it before re-reading: `answer_questions` from the state alone
+  reread     the precomputed answer the next pass makes for the question asked online: with no new message the pass
+             answers it for the same head after re-reading its provenance and full-text matches (jobs/anticipate.py);
+             the question is then served precomputed (counted in `served`)
+  fresh      the same reading as `reread` from an empty memory instead of the consolidated state (not what the pass
+             does: it shows how much of a gap to the ceiling comes from the state the reading starts from)
+  reading    the reading ceiling (training/evaluate.py `evaluate_reading`): the question right after the one message
+             that states its answer, from an empty memory
+
+A hit is the expected value inside the answer. `extra_ms` is the re-read answer's time minus the memory-only
+answer's, per question (search, reading, the longer prefill). One SQLite database per sample, in a temp folder.
+
+    python benchmarks/reread.py --lengths 4096,32768 --n 40 --out docs/reread.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from sleeptime.db import Store
+from sleeptime.frontend.query import QueryEngine
+from sleeptime.jobs.anticipate import answer_questions, gather_questions, reading_for
+from sleeptime.jobs.consolidate import consolidate
+from sleeptime.models.engine import MemoryEngine
+from sleeptime.models.tokenizer import ANSWER_TOKENS
+from sleeptime.training.evaluate import answering_message, draw
+
+
+def run_sample(engine: MemoryEngine, task: str, index: int, tokens: int, folder: Path) -> dict:
+    sample = draw(task, index, "heldout", tokens)
+    value = sample.answer_value
+    with Store(f"sqlite:///{folder / f'{task}-{tokens}-{index}.db'}") as store:
+        store.migrate()
+        batch = []
+        for message in sample.history:
+            batch.append((message["role"], message["content"], len(engine.tokenizer.encode_message(**message))))
+            if len(batch) == 1024:
+                store.append_messages("c", batch)
+                batch = []
+        if batch:
+            store.append_messages("c", batch)
+        started = time.monotonic()
+        consolidate(store, engine, "c", reread="off")
+        pass_seconds = time.monotonic() - started
+        queries = QueryEngine(store, lambda: engine, cache_bytes=1 << 30)
+        online = queries.query("c", sample.question)
+        # the next pass: the question asked online is enough for one, and it re-reads
+        answered = consolidate(store, engine, "c").answered
+        served = queries.query("c", sample.question)
+        # the same question from the same state, memory alone and re-read, timed apart
+        state = engine.decode_state(store.load_checkpoint("c").payload)
+        [question] = [q for q in gather_questions(store, "c") if q.text == sample.question]
+        cursor = store.get_context("c").last_seq
+        t0 = time.perf_counter()
+        [memory] = answer_questions(engine, state, [question], ANSWER_TOKENS)
+        t1 = time.perf_counter()
+
+        def read(q):
+            return reading_for(store, "c", q, cursor, engine.tokenizer, engine.config.window)
+
+        [reread] = answer_questions(engine, state, [question], ANSWER_TOKENS, read=read)
+        t2 = time.perf_counter()
+        [fresh] = answer_questions(engine, engine.new_state(), [question], ANSWER_TOKENS, read=read)
+        reading = engine.answer(engine.new_state(), sample.question, tail=[answering_message(sample)])
+        stating = {i + 1 for i, m in enumerate(sample.history) if value in m["content"]}
+    return {
+        "task": task, "tokens": tokens, "sample": index, "expected": value,
+        "online": value in online.answer, "memory": value in memory[2], "reread": value in reread[2], "fresh": value in fresh[2],
+        "served": value in served.answer and served.source == "precomputed" and answered == 1,
+        "reading": value in reading,
+        "sources": reread[3], "read_stating": bool(stating & set(reread[3])),
+        "extra_ms": round((t2 - t1 - (t1 - t0)) * 1000, 2), "pass_seconds": round(pass_seconds, 2),
+        "answers": {"online": online.answer, "reread": reread[2], "reading": reading},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--task", default="chat")
+    parser.add_argument("--lengths", default="4096,32768,262144,1048576")
+    parser.add_argument("--n", default="40", help="samples per length: one number, or one per length")
+    parser.add_argument("--first", type=int, default=0, help="index of the first held-out sample (to extend a run)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", required=True, help="a JSONL file: one row per sample, then one summary per length")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    engine = MemoryEngine.load(args.model, "cpu")
+    lengths = [int(x) for x in args.lengths.split(",")]
+    ns = [int(x) for x in args.n.split(",")]
+    ns = ns * len(lengths) if len(ns) == 1 else ns
+    with open(args.out, "a") as out, tempfile.TemporaryDirectory() as tmp:
+        for tokens, n in zip(lengths, ns, strict=True):
+            rows = []
+            for index in range(args.first, args.first + n):
+                rows.append(run_sample(engine, args.task, index, tokens, Path(tmp)))
+                out.write(json.dumps(rows[-1]) + "\n")
+                out.flush()
+            summary = {
+                "summary": True, "task": args.task, "tokens": tokens, "n": n, "first": args.first,
+                "model": engine.model_id,
+            }
+            for key in ("online", "memory", "reread", "served", "fresh", "reading", "read_stating"):
+                summary[key] = sum(r[key] for r in rows)
+            summary["extra_ms_median"] = statistics.median(r["extra_ms"] for r in rows)
+            summary["pass_seconds_mean"] = round(statistics.mean(r["pass_seconds"] for r in rows), 2)
+            out.write(json.dumps(summary) + "\n")
+            out.flush()
+            print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()
