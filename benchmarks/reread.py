@@ -12,7 +12,7 @@ question answered four ways, by the shipped model:
   reading    the reading ceiling (training/evaluate.py `evaluate_reading`): the question right after the one message
              that states its answer, from an empty memory
 
-A hit is the expected value inside the answer. `extra_ms` is the re-read answer's time minus the memory-only
+A hit is a right answer by `training/scoring.right` (the value as a whole token, no rival value beside it). `extra_ms` is the re-read answer's time minus the memory-only
 answer's, per question (search, reading, the longer prefill). One SQLite database per sample, in a temp folder.
 
     python benchmarks/reread.py --lengths 4096,32768 --n 40 --out docs/reread.jsonl
@@ -36,6 +36,7 @@ from sleeptime.jobs.consolidate import consolidate
 from sleeptime.models.engine import MemoryEngine
 from sleeptime.models.tokenizer import ANSWER_TOKENS
 from sleeptime.training.evaluate import answering_message, draw
+from sleeptime.training.scoring import right
 
 
 def run_sample(engine: MemoryEngine, task: str, index: int, tokens: int, folder: Path) -> dict:
@@ -77,12 +78,15 @@ def run_sample(engine: MemoryEngine, task: str, index: int, tokens: int, folder:
         stating = {i + 1 for i, m in enumerate(sample.history) if value in m["content"]}
     return {
         "task": task, "tokens": tokens, "sample": index, "expected": value,
-        "online": value in online.answer, "memory": value in memory[2], "reread": value in reread[2], "fresh": value in fresh[2],
-        "served": value in served.answer and served.source == "precomputed" and answered == 1,
-        "reading": value in reading,
+        "online": right(sample, online.answer), "memory": right(sample, memory[2]), "reread": right(sample, reread[2]),
+        "fresh": right(sample, fresh[2]),
+        "served": right(sample, served.answer) and served.source == "precomputed" and answered == 1,
+        "reading": right(sample, reading),
         "sources": reread[3], "read_stating": bool(stating & set(reread[3])),
         "extra_ms": round((t2 - t1 - (t1 - t0)) * 1000, 2), "pass_seconds": round(pass_seconds, 2),
-        "answers": {"online": online.answer, "reread": reread[2], "reading": reading},
+        "answers": {
+            "online": online.answer, "memory": memory[2], "reread": reread[2], "fresh": fresh[2], "reading": reading
+        },
     }
 
 
