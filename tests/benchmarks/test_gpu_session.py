@@ -100,7 +100,8 @@ def test_a_resumed_run_trains_in_place_and_its_files_come_back(tmp_path):
     run = tmp_path / "lineage"
     for session in ("first", "second"):
         out = tmp_path / session
-        proc = run_session(out, RESUME=str(run), DATA_WORKERS="1", EVAL_N="0", BENCH_SEGMENTS="")
+        # "copy": one stage of 3,000 steps, so the first session cannot finish the recipe and leave nothing to resume
+        proc = run_session(out, PRESET="copy", RESUME=str(run), DATA_WORKERS="1", EVAL_N="0", BENCH_SEGMENTS="")
         assert proc.returncode == 0, proc.stderr + (out / "session.log").read_text()
         assert {p.name for p in out.iterdir()} == {
             "session.log", "model.safetensors", "train.log.jsonl", "optimizer.safetensors", "config.json"
