@@ -21,6 +21,7 @@ from sleeptime.training.train import (
     init_weights,
     make_batch,
     preset,
+    thin_log,
     train,
     with_overrides,
     write_strengths,
@@ -534,3 +535,13 @@ def test_a_tokenizer_file_that_is_not_one_is_refused_before_training(tmp_path):
                                       str(tmp_path / "bad.json")])
     assert isinstance(result.exception, SleeptimeError) and "is not a tokenizer file" in str(result.exception)
     assert not (tmp_path / "run").exists()
+
+
+def test_thinning_a_runs_log_keeps_the_recent_steps_whole_and_every_tenth_before(tmp_path):
+    log_path = tmp_path / "train.log.jsonl"
+    log_path.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in range(1, 1201)))
+    thin_log(log_path, keep_last=500, every=10)
+    steps = [json.loads(line)["step"] for line in log_path.read_text().splitlines()]
+    assert steps == list(range(10, 701, 10)) + list(range(701, 1201))
+    thin_log(log_path, keep_last=500, every=10)  # thinning again changes nothing
+    assert [json.loads(line)["step"] for line in log_path.read_text().splitlines()] == steps
