@@ -1,12 +1,12 @@
 """Re-reading against recall (issue 22): held-out chat transcripts consolidated through the daemon's own path, each
-question answered four ways, by the shipped model:
+question answered four ways, by the shipped model (with its span reader, where it has one: models/reader.py):
 
   online     asked after the pass (nobody anticipated it): the front end's QueryEngine, from the head's memory state
              (the tail is empty: the pass consumed every message)
   memory     the precomputed answer as passes made it before re-reading: `answer_questions` from the state alone
   reread     the precomputed answer the next pass makes for the question asked online: with no new message the pass
              answers it for the same head after re-reading its provenance and full-text matches (jobs/anticipate.py);
-             the question is then served precomputed (counted in `served`)
+             the question is then served precomputed (counted in `served`); `pointed`: the span reader copied it
   fresh      the same reading as `reread` from an empty memory instead of the consolidated state (not what the pass
              does: it shows how much of a gap to the ceiling comes from the state the reading starts from)
   reading    the reading ceiling (training/evaluate.py `evaluate_reading`): the question right after the one message
@@ -31,7 +31,7 @@ import torch
 
 from sleeptime.db import Store
 from sleeptime.frontend.query import QueryEngine
-from sleeptime.jobs.anticipate import answer_questions, gather_questions, reading_for
+from sleeptime.jobs.anticipate import answer_questions, gather_questions, reader_of
 from sleeptime.jobs.consolidate import consolidate
 from sleeptime.models.engine import MemoryEngine
 from sleeptime.models.tokenizer import ANSWER_TOKENS
@@ -67,13 +67,12 @@ def run_sample(engine: MemoryEngine, task: str, index: int, tokens: int, folder:
         t0 = time.perf_counter()
         [memory] = answer_questions(engine, state, [question], ANSWER_TOKENS)
         t1 = time.perf_counter()
-
-        def read(q):
-            return reading_for(store, "c", q, cursor, engine.tokenizer, engine.config.window)
-
+        read = reader_of(store, "c", cursor, engine)
         [reread] = answer_questions(engine, state, [question], ANSWER_TOKENS, read=read)
         t2 = time.perf_counter()
         [fresh] = answer_questions(engine, engine.new_state(), [question], ANSWER_TOKENS, read=read)
+        read_messages = [{"role": m.role, "content": m.content} for m in read(question)]
+        pointed = engine.point(state, question.text, read_messages)
         reading = engine.answer(engine.new_state(), sample.question, tail=[answering_message(sample)])
         stating = {i + 1 for i, m in enumerate(sample.history) if value in m["content"]}
     return {
@@ -83,6 +82,7 @@ def run_sample(engine: MemoryEngine, task: str, index: int, tokens: int, folder:
         "served": right(sample, served.answer) and served.source == "precomputed" and answered == 1,
         "reading": right(sample, reading),
         "sources": reread[3], "read_stating": bool(stating & set(reread[3])),
+        "pointed": pointed is not None, "confidence": None if pointed is None else round(pointed.confidence, 4),
         "extra_ms": round((t2 - t1 - (t1 - t0)) * 1000, 2), "pass_seconds": round(pass_seconds, 2),
         "answers": {
             "online": online.answer, "memory": memory[2], "reread": reread[2], "fresh": fresh[2], "reading": reading
@@ -116,7 +116,7 @@ def main() -> None:
                 "summary": True, "task": args.task, "tokens": tokens, "n": n, "first": args.first,
                 "model": engine.model_id,
             }
-            for key in ("online", "memory", "reread", "served", "fresh", "reading", "read_stating"):
+            for key in ("online", "memory", "reread", "served", "fresh", "reading", "read_stating", "pointed"):
                 summary[key] = sum(r[key] for r in rows)
             summary["extra_ms_median"] = statistics.median(r["extra_ms"] for r in rows)
             summary["pass_seconds_mean"] = round(statistics.mean(r["pass_seconds"] for r in rows), 2)

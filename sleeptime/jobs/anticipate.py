@@ -17,6 +17,11 @@ transcript is in the database. So each question is answered after reading the me
 one it was extracted from plus the best full-text matches, fitted to the attention window newest first (a fact can
 be updated: the later statement wins the space) and fed in seq order, then the question, from a branch of the new
 state. The answer keeps the seqs it read (`sources`).
+
+Where the model has a span reader (models/reader.py), the answer's value is pointed at in the messages read and
+copied from them exactly; generation answers only where the reader finds no answer there. A pointer is not bound by
+the attention window (each position's hidden state already holds the words around it), so a reader reads more
+matches, in a larger budget.
 """
 
 import re
@@ -33,6 +38,9 @@ SEARCH_MATCHES = 4
 # a match this close to the best one states the same thing (an earlier or later value of the fact): the newest
 # of those wins; weaker ones share a word or two with the question and are left out
 SAME_FACT = 0.5
+# with a span reader: every match among more of them, in this many tokens (or the attention window, if larger)
+POINTED_MATCHES = 8
+POINTED_READ_TOKENS = 1024
 
 _MY_THING = re.compile(
     r"\bmy\s+((?:[a-z][\w'-]*\s+){0,4}?[a-z][\w'-]*)\s+(is|are|was|were)\s+\S", re.IGNORECASE | re.UNICODE
@@ -102,15 +110,17 @@ def gather_questions(
 
 
 def reading_for(
-    store: Store, context: str, question: Question, up_to_seq: int, tokenizer: Any, window: int
+    store: Store, context: str, question: Question, up_to_seq: int, tokenizer: Any, window: int,
+    matches: int = SEARCH_MATCHES, same_fact: float = SAME_FACT,
 ) -> list[MessageRecord]:
-    """The messages to re-read before answering `question`, in seq order: its provenance and the full-text matches
-    at seq <= up_to_seq that rank near the best one, newest first into what the attention window leaves beside the
-    question. A candidate that does not fit is skipped; when the newest does not fit, it is read whole alone (its
-    end stays in the window, as when the statement is the last message before a question)."""
-    found = store.search_messages(context, question.text, SEARCH_MATCHES, up_to_seq=up_to_seq)
+    """The messages to re-read before answering `question`, in seq order: its provenance and the best `matches`
+    full-text matches at seq <= up_to_seq that rank at least `same_fact` x the best one, newest first into what
+    `window` tokens leave beside the question. A candidate that does not fit is skipped; when the newest does not
+    fit, it is read whole alone (its end stays in the window, as when the statement is the last message before a
+    question)."""
+    found = store.search_messages(context, question.text, matches, up_to_seq=up_to_seq)
     best = max((m.rank for m in found), default=0.0)
-    candidates = {m.seq: m for m in found if m.rank >= SAME_FACT * best}
+    candidates = {m.seq: m for m in found if m.rank >= same_fact * best}
     if question.source_seq is not None and question.source_seq <= up_to_seq:
         candidates.update((m.seq, m) for m in store.messages_at(context, [question.source_seq]))
     budget = window - len(tokenizer.encode_prompt(question.text))
@@ -125,6 +135,16 @@ def reading_for(
     return sorted(chosen, key=lambda m: m.seq)
 
 
+def reader_of(store: Store, context: str, up_to_seq: int, engine: Any) -> Callable[[Question], list[MessageRecord]]:
+    """What `answer_questions` re-reads with this engine: the matches near the best, fitted to the attention window,
+    for generation; more matches in a larger budget for a span reader."""
+    window = engine.config.window
+    if engine.reader is None:
+        return lambda q: reading_for(store, context, q, up_to_seq, engine.tokenizer, window)
+    budget = max(window, POINTED_READ_TOKENS)
+    return lambda q: reading_for(store, context, q, up_to_seq, engine.tokenizer, budget, POINTED_MATCHES, 0.0)
+
+
 def answer_questions(
     engine: Any,
     state: Any,
@@ -135,15 +155,20 @@ def answer_questions(
 ) -> list[tuple[str, str, str, list[int]]]:
     """(question, normalized, answer, source seqs) for each question. Without `read`, answered from `state` alone
     (the tail is empty: the state has consumed every message up to the new cursor) and sources are empty; with
-    it, after re-reading the messages `read(question)` returns (`engine.answer` branches: `state` is unchanged).
-    `check()` runs before each answer (abort point)."""
+    it, after re-reading the messages `read(question)` returns: pointed at by the engine's span reader where it
+    has one and finds the answer there, generated otherwise (`engine.point` and `engine.answer` branch: `state`
+    is unchanged). `check()` runs before each answer (abort point)."""
     answers = []
     for question in questions:
         if check is not None:
             check()
         messages = read(question) if read is not None else []
         tail = [{"role": m.role, "content": m.content} for m in messages]
-        text = engine.answer(state, question.text, tail=tail, max_new_tokens=max_new_tokens)
+        pointed = engine.point(state, question.text, tail)
+        if pointed is not None:
+            text = pointed.text
+        else:
+            text = engine.answer(state, question.text, tail=tail, max_new_tokens=max_new_tokens)
         # the byte tokenizer can emit a NUL byte, which no database text column takes
         answers.append((question.text, question.normalized, text.replace("\x00", ""), [m.seq for m in messages]))
     return answers

@@ -35,7 +35,7 @@ from typing import Any
 
 from sleeptime import SleeptimeError
 from sleeptime.db import CheckpointInfo, HeadConflict, Store
-from sleeptime.jobs.anticipate import Question, answer_questions, extract_questions, gather_questions, reading_for
+from sleeptime.jobs.anticipate import Question, answer_questions, extract_questions, gather_questions, reader_of
 from sleeptime.models.tokenizer import ANSWER_TOKENS
 
 log = logging.getLogger(__name__)
@@ -216,10 +216,7 @@ class _Pass:
         }
 
     def answer(self, state: Any, questions: list[Question], to_seq: int) -> list[tuple[str, str, str, list[int]]]:
-        window = self.engine.config.window
-
-        def read(question: Question) -> list[Any]:
-            return reading_for(self.store, self.context, question, to_seq, self.engine.tokenizer, window)
+        read = reader_of(self.store, self.context, to_seq, self.engine)
 
         if self.reread == "off":
             return answer_questions(self.engine, state, questions, ANSWER_TOKENS, check=self.check)

@@ -8,6 +8,7 @@ from a cached checkpoint while a consolidation builds the next one.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,8 +18,11 @@ import torch.nn.functional as F
 
 from sleeptime.models import checkpoint, decode
 from sleeptime.models.paths import SHIPPED_DIR, resolve_model_path, shipped_model_path  # noqa: F401 (re-exported)
+from sleeptime.models.reader import ReaderError, ReadWindow, SpanReader, best_span, collate, load_reader, reader_path
 from sleeptime.models.titans import ModelConfig, TitansLM
 from sleeptime.models.tokenizer import ANSWER_TOKENS, BYTES, Tokenizer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,12 +49,22 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
+@dataclass(frozen=True)
+class PointedAnswer:
+    """A value the span reader pointed at in the messages read: copied exactly from one of them."""
+
+    text: str
+    message: int  # index of the message it was copied from, among those read
+    confidence: float  # the reader's P(start) x P(end) of this span
+
+
 class MemoryEngine:
     """One loaded model and what the daemon does with it."""
 
     def __init__(
         self, model: TitansLM, model_id: str, device: str = "cpu", segment_tokens: int = 512,
         tokenizer: Tokenizer = BYTES,
+        reader: SpanReader | None = None,
     ):
         if tokenizer.vocab_size > model.cfg.vocab_size:
             raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids, the model only {model.cfg.vocab_size}")
@@ -62,6 +76,7 @@ class MemoryEngine:
         self.text_ids = torch.tensor([tokenizer.is_text(i) for i in range(model.cfg.vocab_size)], device=device)
         # a whole number of memory chunks per segment keeps per-call work aligned; the state carries any remainder
         self.segment_tokens = segment_tokens
+        self.reader = reader.to(device).eval() if reader is not None else None
 
     @classmethod
     def load(cls, name_or_path: str = "demo", device: str = "auto", segment_tokens: int = 512) -> MemoryEngine:
@@ -70,7 +85,14 @@ class MemoryEngine:
         model = checkpoint.load_model(path, device)
         tokenizer = checkpoint.load_tokenizer(path)
         digest = checkpoint.model_digest(path)
-        return cls(model, f"{path.stem}-{digest[:12]}", device, segment_tokens, tokenizer)
+        reader = None
+        if reader_path(path).exists():
+            try:
+                reader = load_reader(reader_path(path), digest, device)
+            except ReaderError as exc:
+                # a model retrained since its reader was fitted: it still answers, by generation alone
+                log.warning("span reader not used: %s", exc)
+        return cls(model, f"{path.stem}-{digest[:12]}", device, segment_tokens, tokenizer, reader)
 
     @property
     def config(self) -> ModelConfig:
@@ -135,6 +157,25 @@ class MemoryEngine:
         """Greedy answer to `question` after the recent messages `tail` (not yet consolidated)."""
         prompt = self.tokenizer.encode_messages(tail) + self.tokenizer.encode_prompt(question)
         return self.tokenizer.decode(self.generate(state, prompt, max_new_tokens))
+
+    @torch.inference_mode()
+    def point(self, state: dict, question: str, messages: Sequence[Mapping[str, str]]) -> PointedAnswer | None:
+        """The answer's value copied from `messages` by the span reader (models/reader.py), after reading them and
+        the question from `state` (which is unchanged); None without a reader, or when it finds no answer there."""
+        if self.reader is None or not messages:
+            return None
+        window = ReadWindow.build(self.tokenizer, messages, question)
+        ids = torch.tensor([window.ids], dtype=torch.long, device=self.device)
+        hidden = []
+        for start in range(0, ids.shape[1], self.segment_tokens):
+            piece, state = self.model.features(ids[:, start : start + self.segment_tokens], state, self.reader.cfg.every_layer)
+            hidden.append(piece.float())
+        batch = collate([window], self.tokenizer.pad, self.device)
+        start, end = self.reader(torch.cat(hidden, 1), batch["candidate"], batch["place"], batch["ask_at"])
+        span = best_span(start[0].cpu(), end[0].cpu(), window, self.reader.cfg.max_span)
+        if span is None:
+            return None
+        return PointedAnswer(window.text_of(span.first, span.last), window.message[span.first], span.confidence)
 
     # inference mode, once around the whole loop: no autograd bookkeeping (version counters, views) on any op
     @torch.inference_mode()

@@ -208,20 +208,32 @@ class TitansLM(nn.Module):
         self, tokens: Tensor, state: dict | None = None, targets: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None, dict]:
         """tokens [B, T] -> logits [B, T, V], the mean cross-entropy against targets (or None), and the new state."""
+        hidden, state = self.features(tokens, state)
+        logits = self.head(hidden)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-1)
+        return logits, loss, state
+
+    def features(self, tokens: Tensor, state: dict | None = None, every_layer: bool = False) -> tuple[Tensor, dict]:
+        """tokens [B, T] -> the normed hidden states the head reads [B, T, C], and the new state. every_layer: every
+        block's output, RMS-normed, side by side [B, T, layers * C] (the last through the model's own norm), which
+        the span reader points with (models/reader.py)."""
         B, T = tokens.shape
         if state is None:
             state = self.initial_state(B)
         position = state["position"]
         x = self.embed(tokens)
-        layers = []
+        layers, outputs = [], []
         for block, layer_state in zip(self.blocks, state["layers"]):
             x, new = block(x, position, layer_state)
             layers.append(new)
-        logits = self.head(self.norm(x))
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-1)
-        return logits, loss, {"position": position + T, "layers": layers}
+            if every_layer:
+                outputs.append(F.rms_norm(x, (x.shape[-1],), eps=self.norm.eps))
+        hidden = self.norm(x)
+        if every_layer:
+            hidden = torch.cat([*outputs[:-1], hidden], -1)
+        return hidden, {"position": position + T, "layers": layers}
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,148 @@
+import logging
+
+import pytest
+import torch
+
+from sleeptime.models.checkpoint import model_digest
+from sleeptime.models.engine import MemoryEngine
+from sleeptime.models.reader import (
+    ReaderConfig,
+    ReaderError,
+    ReadWindow,
+    SpanReader,
+    best_span,
+    collate,
+    load_reader,
+    reader_path,
+    save_reader,
+)
+from sleeptime.models.tokenizer import BYTES
+
+MESSAGES = [
+    {"role": "user", "content": "My locker code is 4821."},
+    {"role": "assistant", "content": "Noted."},
+    {"role": "user", "content": "Actually my locker code is now 7730, they changed it."},
+]
+QUESTION = "What is my locker code?"
+
+
+def window() -> ReadWindow:
+    return ReadWindow.build(BYTES, MESSAGES, QUESTION)
+
+
+def positions_of(w: ReadWindow, message: int, text: str) -> tuple[int, int]:
+    """The first and last token of `text` inside message `message`."""
+    at = w.contents[message].index(text)
+    inside = [t for t, (m, (a, b)) in enumerate(zip(w.message, w.spans)) if m == message and a >= at and b <= at + len(text)]
+    return inside[0], inside[-1]
+
+
+def test_a_window_marks_message_text_as_candidates_and_copies_it_exactly():
+    w = window()
+    assert len(w.ids) == len(w.candidate) == len(w.place) == len(w.message) == len(w.spans)
+    # the question and the structure tokens are never candidates
+    assert not any(w.candidate[w.ask_at - len(BYTES.encode_prompt(QUESTION)) + 1 :])
+    assert w.ids[w.ask_at] == BYTES.role_ids["assistant"]
+    assert sum(w.candidate) == sum(len(m["content"].encode()) for m in MESSAGES)
+    first, last = positions_of(w, 2, "7730")
+    assert w.text_of(first, last) == "7730"
+    assert w.message[first] == 2 and w.place[first] == 0
+    first, _ = positions_of(w, 0, "4821")
+    assert w.place[first] == 2  # counted from the last message read
+
+
+def test_best_span_picks_the_most_probable_span_within_one_message_or_none():
+    w = window()
+    T = len(w.ids)
+    first, last = positions_of(w, 2, "7730")
+    start = torch.full((T + 1,), -30.0)
+    end = torch.full((T + 1,), -30.0)
+    start[first], end[last] = -0.1, -0.2
+    span = best_span(start, end, w, max_span=24)
+    assert (span.first, span.last) == (first, last)
+    assert span.confidence == pytest.approx(torch.tensor(-0.3).exp().item())
+    # an end before the start, or in another message, is never a span
+    other_first, _ = positions_of(w, 0, "4821")
+    end[last] = -30.0
+    end[other_first] = -0.2
+    span = best_span(start, end, w, max_span=24)
+    assert span is None or w.message[span.first] == w.message[span.last]
+    # longer than max_span: not a span ("7730" is four byte tokens)
+    start[first], end[last] = -0.1, -0.2
+    short = best_span(start, end, w, max_span=2)
+    assert short is not None and short.last - short.first < 2
+    # the null slot more probable than any span: None
+    start[-1], end[-1] = 0.0, 0.0
+    assert best_span(start, end, w, max_span=24) is None
+
+
+def test_the_reader_scores_only_candidates_and_its_rows_are_distributions():
+    torch.manual_seed(0)
+    reader = SpanReader(ReaderConfig(dim=16, rank=8, dropout=0.0)).eval()
+    windows = [window(), ReadWindow.build(BYTES, MESSAGES[:1], QUESTION)]
+    batch = collate(windows, BYTES.pad)
+    hidden = torch.randn(2, batch["ids"].shape[1], 16)
+    start, end = reader(hidden, batch["candidate"], batch["place"], batch["ask_at"])
+    assert start.shape == end.shape == (2, batch["ids"].shape[1] + 1)
+    assert torch.allclose(start.exp().sum(-1), torch.ones(2)) and torch.allclose(end.exp().sum(-1), torch.ones(2))
+    # padding and non-text tokens get no probability
+    assert start[:, :-1][~batch["candidate"]].exp().max() == 0
+
+
+def test_a_reader_file_loads_only_for_the_model_it_was_fitted_to(tmp_path):
+    torch.manual_seed(0)
+    reader = SpanReader(ReaderConfig(dim=16, rank=8)).eval()
+    path = tmp_path / "m.reader.safetensors"
+    save_reader(reader, path, "a" * 64)
+    loaded = load_reader(path, "a" * 64)
+    for name, value in reader.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value)
+    assert loaded.cfg == reader.cfg
+    with pytest.raises(ReaderError, match="another model"):
+        load_reader(path, "b" * 64)
+    garbage = tmp_path / "g.reader.safetensors"
+    garbage.write_bytes(b"not a reader")
+    with pytest.raises(ReaderError, match="not a reader"):
+        load_reader(garbage, "a" * 64)
+    assert reader_path(tmp_path / "demo.safetensors").name == "demo.reader.safetensors"
+
+
+def fitted_reader_beside(model_path, tmp_path):
+    """A copy of the model in tmp_path with an (untrained) reader fitted to its digest beside it."""
+    copy = tmp_path / model_path.name
+    copy.write_bytes(model_path.read_bytes())
+    engine = MemoryEngine.load(str(copy), "cpu")
+    torch.manual_seed(0)
+    cfg = ReaderConfig(dim=engine.config.dim * engine.config.layers, rank=8)
+    save_reader(SpanReader(cfg), reader_path(copy), model_digest(copy))
+    return copy
+
+
+def test_the_engine_points_with_the_reader_beside_its_model(tiny_model_path, tmp_path):
+    copy = fitted_reader_beside(tiny_model_path, tmp_path)
+    engine = MemoryEngine.load(str(copy), "cpu")
+    assert engine.reader is not None
+    state = engine.new_state()
+    # an untrained reader may pick null: make the null slot lose to every span, to see one copied
+    with torch.no_grad():
+        engine.reader.query.weight.zero_()
+        engine.reader.query.bias.fill_(1.0)
+        engine.reader.null_key.fill_(-10.0)
+    pointed = engine.point(state, QUESTION, MESSAGES)
+    assert pointed is not None
+    assert pointed.text and pointed.text in MESSAGES[pointed.message]["content"]
+    assert 0.0 < pointed.confidence <= 1.0
+    # the state given is unchanged: the same question on it gives the same answer and confidence
+    assert engine.point(state, QUESTION, MESSAGES) == pointed
+    assert engine.point(state, QUESTION, []) is None
+
+
+def test_a_reader_fitted_to_another_model_is_left_out_with_a_warning(tiny_model_path, tmp_path, caplog):
+    copy = tmp_path / tiny_model_path.name
+    copy.write_bytes(tiny_model_path.read_bytes())
+    save_reader(SpanReader(ReaderConfig(dim=64, rank=8)), reader_path(copy), "0" * 64)
+    with caplog.at_level(logging.WARNING):
+        engine = MemoryEngine.load(str(copy), "cpu")
+    assert engine.reader is None
+    assert "another model" in caplog.text
+    assert engine.point(engine.new_state(), QUESTION, MESSAGES) is None
