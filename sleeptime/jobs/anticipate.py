@@ -156,19 +156,14 @@ def answer_questions(
     """(question, normalized, answer, source seqs) for each question. Without `read`, answered from `state` alone
     (the tail is empty: the state has consumed every message up to the new cursor) and sources are empty; with
     it, after re-reading the messages `read(question)` returns: pointed at by the engine's span reader where it
-    has one and finds the answer there, generated otherwise (`engine.point` and `engine.answer` branch: `state`
-    is unchanged). `check()` runs before each answer (abort point)."""
+    has one and finds the answer there, generated otherwise (`engine.reply` branches: `state` is unchanged). `check()` runs before each answer (abort point)."""
     answers = []
     for question in questions:
         if check is not None:
             check()
         messages = read(question) if read is not None else []
         tail = [{"role": m.role, "content": m.content} for m in messages]
-        pointed = engine.point(state, question.text, tail)
-        if pointed is not None:
-            text = pointed.text
-        else:
-            text = engine.answer(state, question.text, tail=tail, max_new_tokens=max_new_tokens)
+        text = engine.reply(state, question.text, tail=tail, max_new_tokens=max_new_tokens).text
         # the byte tokenizer can emit a NUL byte, which no database text column takes
         answers.append((question.text, question.normalized, text.replace("\x00", ""), [m.seq for m in messages]))
     return answers

@@ -50,12 +50,14 @@ def pick_device(device: str = "auto") -> str:
 
 
 @dataclass(frozen=True)
-class PointedAnswer:
-    """A value the span reader pointed at in the messages read: copied exactly from one of them."""
+class Reply:
+    """An answer, and the model's own probability of it."""
 
     text: str
-    message: int  # index of the message it was copied from, among those read
-    confidence: float  # the reader's P(start) x P(end) of this span
+    # pointed: the span reader's P(start) x P(end) of the span; generated: the probability of the answer's tokens
+    # and of the end that closed it
+    confidence: float
+    copied_from: int | None = None  # pointed: index of the message read that it was copied from; None: generated
 
 
 class MemoryEngine:
@@ -154,12 +156,28 @@ class MemoryEngine:
         tail: Sequence[Mapping[str, str]] = (),
         max_new_tokens: int = ANSWER_TOKENS,
     ) -> str:
-        """Greedy answer to `question` after the recent messages `tail` (not yet consolidated)."""
+        """Greedy answer to `question` after the recent messages `tail` (not yet consolidated), generated."""
         prompt = self.tokenizer.encode_messages(tail) + self.tokenizer.encode_prompt(question)
         return self.tokenizer.decode(self.generate(state, prompt, max_new_tokens))
 
+    def reply(
+        self,
+        state: dict,
+        question: str,
+        tail: Sequence[Mapping[str, str]] = (),
+        max_new_tokens: int = ANSWER_TOKENS,
+    ) -> Reply:
+        """The daemon's answer: the value pointed at in `tail` where the span reader finds it there, else generated;
+        with its confidence. `state` is unchanged."""
+        pointed = self.point(state, question, tail)
+        if pointed is not None:
+            return pointed
+        prompt = self.tokenizer.encode_messages(tail) + self.tokenizer.encode_prompt(question)
+        tokens, logp = self._generate(state, prompt, max_new_tokens)
+        return Reply(self.tokenizer.decode(tokens), math.exp(logp))
+
     @torch.inference_mode()
-    def point(self, state: dict, question: str, messages: Sequence[Mapping[str, str]]) -> PointedAnswer | None:
+    def point(self, state: dict, question: str, messages: Sequence[Mapping[str, str]]) -> Reply | None:
         """The answer's value copied from `messages` by the span reader (models/reader.py), after reading them and
         the question from `state` (which is unchanged); None without a reader, or when it finds no answer there."""
         if self.reader is None or not messages:
@@ -175,30 +193,39 @@ class MemoryEngine:
         span = best_span(start[0].cpu(), end[0].cpu(), window, self.reader.cfg.max_span)
         if span is None:
             return None
-        return PointedAnswer(window.text_of(span.first, span.last), window.message[span.first], span.confidence)
+        return Reply(window.text_of(span.first, span.last), span.confidence, window.message[span.first])
 
-    # inference mode, once around the whole loop: no autograd bookkeeping (version counters, views) on any op
-    @torch.inference_mode()
     def generate(self, state: dict, prompt: Sequence[int], max_new_tokens: int, stop: bool = True) -> list[int]:
         """Greedy tokens after `prompt` (one prefill, then one decoder step per token, models/decode.py).
 
         stop: end at the first structure token (END or a role); False: always `max_new_tokens` tokens, the best text
         token at each step (benchmarks use it for a fixed amount of work).
         """
+        return self._generate(state, prompt, max_new_tokens, stop)[0]
+
+    # inference mode, once around the whole loop: no autograd bookkeeping (version counters, views) on any op
+    @torch.inference_mode()
+    def _generate(
+        self, state: dict, prompt: Sequence[int], max_new_tokens: int, stop: bool = True
+    ) -> tuple[list[int], float]:
+        """`generate`'s tokens and their summed log-probability, with that of the structure token that ended them
+        (an answer cut at `max_new_tokens` has no end to count)."""
         ids = torch.tensor([list(prompt)], dtype=torch.long, device=self.device)
         logits, _, state = self.model(ids, state)
         logits = logits[:, -1]
         step = decode.decoder(self.model, state)
         out: list[int] = []
+        logp = 0.0
         while len(out) < max_new_tokens:
             nxt = (logits if stop else logits.masked_fill(~self.text_ids, float("-inf"))).argmax(-1)  # [1]
+            logp += float(logits.float().log_softmax(-1)[0, nxt])
             if not self.tokenizer.is_text(int(nxt)):  # END, or any structure token: the answer is over
                 break
             out.append(int(nxt))
             # the last byte needs no step after it
             if len(out) < max_new_tokens:
                 logits = step(nxt)
-        return out
+        return out, logp
 
     def encode_state(self, state: dict) -> bytes:
         return checkpoint.state_to_bytes(state, {"model_id": self.model_id})

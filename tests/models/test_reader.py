@@ -130,7 +130,7 @@ def test_the_engine_points_with_the_reader_beside_its_model(tiny_model_path, tmp
         engine.reader.null_key.fill_(-10.0)
     pointed = engine.point(state, QUESTION, MESSAGES)
     assert pointed is not None
-    assert pointed.text and pointed.text in MESSAGES[pointed.message]["content"]
+    assert pointed.text and pointed.text in MESSAGES[pointed.copied_from]["content"]
     assert 0.0 < pointed.confidence <= 1.0
     # the state given is unchanged: the same question on it gives the same answer and confidence
     assert engine.point(state, QUESTION, MESSAGES) == pointed
