@@ -164,6 +164,8 @@ class PrecomputedAnswer(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # seqs of the messages the answer read (re-reading); null for an answer from memory alone
     sources: Mapped[list[int] | None] = mapped_column(JSON)
+    # the model's own probability of the answer, in [0, 1]; null for an answer written before it was kept
+    confidence: Mapped[float | None] = mapped_column(Float)
 
 
 class QueryLog(Base):

@@ -86,6 +86,7 @@ class Precomputed:
     answer: str
     created_at: datetime
     sources: tuple[int, ...] = ()  # seqs of the messages the answer read (re-reading); () from memory alone
+    confidence: float | None = None  # the model's own probability of the answer; None: written before it was kept
 
 
 @dataclass(frozen=True)

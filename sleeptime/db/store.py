@@ -121,18 +121,32 @@ def _sha256(payload: bytes) -> str:
 
 def _precomputed(row: m.PrecomputedAnswer) -> Precomputed:
     sources = tuple(row.sources or ())
-    return Precomputed(row.version, row.question, row.normalized_question, row.answer, row.created_at, sources)
+    return Precomputed(
+        row.version, row.question, row.normalized_question, row.answer, row.created_at, sources, row.confidence
+    )
 
 
-def _check_answers(answers: Iterable[Sequence[Any]]) -> dict[str, tuple[str, str, list[int] | None]]:
-    """Answers as (question, normalized, answer) or (question, normalized, answer, source seqs), keyed by normalized
-    question (a repeat keeps its first answer)."""
-    unique: dict[str, tuple[str, str, list[int] | None]] = {}
+def _check_confidence(question: str, confidence: object) -> float | None:
+    # NaN fails the range test too: no backend would give it back the same
+    if confidence is None:
+        return None
+    if isinstance(confidence, bool) or not isinstance(confidence, int | float) or not 0.0 <= confidence <= 1.0:
+        raise InvalidInput(f"confidence of the answer to {question!r} must be a number in [0, 1], got {confidence!r}")
+    return float(confidence)
+
+
+StoredAnswer = tuple[str, str, list[int] | None, float | None]
+
+
+def _check_answers(answers: Iterable[Sequence[Any]]) -> dict[str, StoredAnswer]:
+    """Answers as (question, normalized, answer[, source seqs[, confidence]]), keyed by normalized question (a
+    repeat keeps its first answer)."""
+    unique: dict[str, StoredAnswer] = {}
     for item in answers:
-        if len(item) not in (3, 4):
-            raise InvalidInput("an answer is (question, normalized, answer[, source seqs])")
+        if len(item) not in (3, 4, 5):
+            raise InvalidInput("an answer is (question, normalized, answer[, source seqs[, confidence]])")
         question, normalized, answer = item[:3]
-        sources = item[3] if len(item) == 4 else None
+        sources = item[3] if len(item) >= 4 else None
         _check_text("anticipated question", question, MAX_QUESTION_BYTES)
         _check_text("normalized question", normalized, MAX_QUESTION_BYTES)
         if not isinstance(answer, str) or "\x00" in answer:
@@ -141,7 +155,8 @@ def _check_answers(answers: Iterable[Sequence[Any]]) -> dict[str, tuple[str, str
             if not all(isinstance(seq, int) and not isinstance(seq, bool) and seq > 0 for seq in sources):
                 raise InvalidInput(f"sources of the answer to {question!r} must be message seqs, got {sources!r}")
             sources = sorted(set(sources))
-        unique.setdefault(normalized, (question, answer, sources))
+        confidence = _check_confidence(question, item[4] if len(item) == 5 else None)
+        unique.setdefault(normalized, (question, answer, sources, confidence))
     return unique
 
 
@@ -154,9 +169,10 @@ def _answer_rows(context_id: int, version: int, answers: dict, now: datetime) ->
             "question": question,
             "answer": answer,
             "sources": sources,
+            "confidence": confidence,
             "created_at": now,
         }
-        for normalized, (question, answer, sources) in answers.items()
+        for normalized, (question, answer, sources, confidence) in answers.items()
     ]
 
 
@@ -176,6 +192,7 @@ def _context_and_answer_query() -> Any:
             answer.answer,
             answer.created_at.label("answered_at"),
             answer.sources,
+            answer.confidence,
         )
         .outerjoin(
             m.Checkpoint,
@@ -537,14 +554,15 @@ class Store:
         model_id: str,
         payload: bytes,
         meta: dict[str, Any],
-        answers: Iterable[tuple[str, str, str]] = (),
+        answers: Iterable[Sequence[Any]] = (),
         run_id: int | None = None,
     ) -> CheckpointInfo:
         """Publish a checkpoint as the new head, with its precomputed answers, in one transaction.
 
         The head moves from `parent_version` (None for the first checkpoint) to max(version) + 1 by compare-and-swap:
         if another publish or a rollback moved it first, HeadConflict is raised and nothing is written. Answers are
-        (question, normalized, answer[, source seqs]); a repeated normalized question keeps its first answer.
+        (question, normalized, answer[, source seqs[, confidence in [0, 1]]]); a repeated normalized question keeps
+        its first answer.
         """
         if not isinstance(payload, bytes | bytearray | memoryview) or len(payload) == 0:
             raise InvalidInput("checkpoint payload must be non-empty bytes")
@@ -972,7 +990,10 @@ class Store:
         if row.answer is None:
             return ctx, None
         sources = tuple(row.sources or ())
-        return ctx, Precomputed(row.head_version, row.question, normalized, row.answer, row.answered_at, sources)
+        found = Precomputed(
+            row.head_version, row.question, normalized, row.answer, row.answered_at, sources, row.confidence
+        )
+        return ctx, found
 
     def list_precomputed(self, name: str, version: int) -> list[Precomputed]:
         with self._read() as s:
