@@ -77,15 +77,15 @@ def run_sample(engine: MemoryEngine, task: str, index: int, tokens: int, folder:
         stating = {i + 1 for i, m in enumerate(sample.history) if value in m["content"]}
     return {
         "task": task, "tokens": tokens, "sample": index, "expected": value,
-        "online": right(sample, online.answer), "memory": right(sample, memory[2]), "reread": right(sample, reread[2]),
-        "fresh": right(sample, fresh[2]),
+        "online": right(sample, online.answer), "memory": right(sample, memory.text), "reread": right(sample, reread.text),
+        "fresh": right(sample, fresh.text),
         "served": right(sample, served.answer) and served.source == "precomputed" and answered == 1,
         "reading": right(sample, reading),
-        "sources": reread[3], "read_stating": bool(stating & set(reread[3])),
+        "sources": list(reread.sources), "read_stating": bool(stating & set(reread.sources)),
         "pointed": pointed is not None, "confidence": None if pointed is None else round(pointed.confidence, 4),
         "extra_ms": round((t2 - t1 - (t1 - t0)) * 1000, 2), "pass_seconds": round(pass_seconds, 2),
         "answers": {
-            "online": online.answer, "memory": memory[2], "reread": reread[2], "fresh": fresh[2], "reading": reading
+            "online": online.answer, "memory": memory.text, "reread": reread.text, "fresh": fresh.text, "reading": reading
         },
     }
 

@@ -16,7 +16,8 @@ Re-reading (sleep-time compute, arXiv 2504.13171): recall from far back is the h
 transcript is in the database. So each question is answered after reading the messages that hold its answer: the
 one it was extracted from plus the best full-text matches, fitted to the attention window newest first (a fact can
 be updated: the later statement wins the space) and fed in seq order, then the question, from a branch of the new
-state. The answer keeps the seqs it read (`sources`).
+state. The answer keeps the seqs it read (`sources`) and the model's own probability of it (`confidence`), by
+which the front end abstains.
 
 Where the model has a span reader (models/reader.py), the answer's value is pointed at in the messages read and
 copied from them exactly; generation answers only where the reader finds no answer there. A pointer is not bound by
@@ -72,6 +73,21 @@ class Question:
     normalized: str
     source: str
     source_seq: int | None = None  # the message it was extracted from, when it was
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A precomputed answer as a pass stores it."""
+
+    question: str
+    normalized: str
+    text: str
+    sources: tuple[int, ...]  # seqs of the messages read before answering; () from the state alone
+    confidence: float  # the model's own probability of `text` (models/engine.py `Reply`)
+
+    def row(self) -> tuple[str, str, str, list[int], float]:
+        """As `Store.publish_checkpoint` and `Store.add_answers` take it."""
+        return self.question, self.normalized, self.text, list(self.sources), self.confidence
 
 
 def _unique(candidates: Iterable[tuple[str, str]], limit: int, provenance: dict[str, int]) -> list[Question]:
@@ -152,18 +168,20 @@ def answer_questions(
     max_new_tokens: int,
     check: Callable[[], None] | None = None,
     read: Callable[[Question], list[MessageRecord]] | None = None,
-) -> list[tuple[str, str, str, list[int]]]:
-    """(question, normalized, answer, source seqs) for each question. Without `read`, answered from `state` alone
-    (the tail is empty: the state has consumed every message up to the new cursor) and sources are empty; with
-    it, after re-reading the messages `read(question)` returns: pointed at by the engine's span reader where it
-    has one and finds the answer there, generated otherwise (`engine.reply` branches: `state` is unchanged). `check()` runs before each answer (abort point)."""
+) -> list[Answer]:
+    """The answer to each question, with its confidence. Without `read`, answered from `state` alone (the tail is
+    empty: the state has consumed every message up to the new cursor) and sources are empty; with it, after
+    re-reading the messages `read(question)` returns: pointed at by the engine's span reader where it has one and
+    finds the answer there, generated otherwise (`engine.reply` branches: `state` is unchanged). `check()` runs
+    before each answer (abort point)."""
     answers = []
     for question in questions:
         if check is not None:
             check()
         messages = read(question) if read is not None else []
         tail = [{"role": m.role, "content": m.content} for m in messages]
-        text = engine.reply(state, question.text, tail=tail, max_new_tokens=max_new_tokens).text
+        reply = engine.reply(state, question.text, tail=tail, max_new_tokens=max_new_tokens)
         # the byte tokenizer can emit a NUL byte, which no database text column takes
-        answers.append((question.text, question.normalized, text.replace("\x00", ""), [m.seq for m in messages]))
+        text = reply.text.replace("\x00", "")
+        answers.append(Answer(question.text, question.normalized, text, tuple(m.seq for m in messages), reply.confidence))
     return answers

@@ -35,7 +35,14 @@ from typing import Any
 
 from sleeptime import SleeptimeError
 from sleeptime.db import CheckpointInfo, HeadConflict, Store
-from sleeptime.jobs.anticipate import Question, answer_questions, extract_questions, gather_questions, reader_of
+from sleeptime.jobs.anticipate import (
+    Answer,
+    Question,
+    answer_questions,
+    extract_questions,
+    gather_questions,
+    reader_of,
+)
 from sleeptime.models.tokenizer import ANSWER_TOKENS
 
 log = logging.getLogger(__name__)
@@ -215,7 +222,7 @@ class _Pass:
             "seconds": round(time.monotonic() - self.started, 3),
         }
 
-    def answer(self, state: Any, questions: list[Question], to_seq: int) -> list[tuple[str, str, str, list[int]]]:
+    def answer(self, state: Any, questions: list[Question], to_seq: int) -> list[Answer]:
         read = reader_of(self.store, self.context, to_seq, self.engine)
 
         if self.reread == "off":
@@ -234,7 +241,7 @@ class _Pass:
         try:
             answers = self.answer(state, questions, cursor)
             self.check()
-            added = self.store.add_answers(self.context, head, answers, run_id=run_id)
+            added = self.store.add_answers(self.context, head, [a.row() for a in answers], run_id=run_id)
         except HeadConflict as exc:
             self.store.finish_run(run_id, "superseded", error=str(exc))
             raise
@@ -282,14 +289,14 @@ class _Pass:
         answers = self.answer(state, questions, to_seq)
         rehearsed = 0
         if self.rehearse:
-            state, rehearsed = self.engine.rehearse(state, [(answer[0], answer[2]) for answer in answers])
+            state, rehearsed = self.engine.rehearse(state, [(answer.question, answer.text) for answer in answers])
         payload = self.engine.encode_state(state)
         meta = self.meta(stats, messages, cursor, to_seq, len(answers), replayed, rehearsed)
         if self.fresh:
             meta["fresh"] = True
         self.check()
         info = self.store.publish_checkpoint(
-            self.context, parent, to_seq, self.engine.model_id, payload, meta, answers, run_id=run_id
+            self.context, parent, to_seq, self.engine.model_id, payload, meta, [a.row() for a in answers], run_id=run_id
         )
         fields = {
             "context": self.context, "version": info.version, "tokens": stats.tokens, "bytes": self.bytes,

@@ -1,6 +1,7 @@
 import pytest
 
-from sleeptime.jobs.anticipate import extract_questions, gather_questions
+from sleeptime.db import normalize_question
+from sleeptime.jobs.anticipate import Answer, Question, answer_questions, extract_questions, gather_questions
 
 
 @pytest.mark.parametrize(
@@ -34,3 +35,17 @@ def test_gather_orders_registered_then_logged_then_extracted_and_dedups(store):
     # extracted questions are kept for later passes
     assert {(a.question, a.source) for a in store.list_anticipated("c")} >= {("What is my name?", "extracted")}
     assert len(gather_questions(store, "c", limit=2)) == 2
+
+
+def test_answers_carry_the_models_confidence_and_the_same_state_gives_the_same_number(store, tiny_engine):
+    store.append_messages("c", [("user", "my locker code is 4821", 1), ("user", "the river runs north", 1)])
+    asked = [Question(q, normalize_question(q), "registered") for q in ("What is my locker code?", "Who runs?")]
+    state = tiny_engine.new_state()
+    messages = {q.text: store.messages_at("c", [1]) for q in asked}
+    answers = answer_questions(tiny_engine, state, asked, 8, read=lambda q: messages[q.text])
+    for question, answer in zip(asked, answers, strict=True):
+        reply = tiny_engine.reply(state, question.text, [{"role": "user", "content": "my locker code is 4821"}], 8)
+        assert answer == Answer(question.text, question.normalized, reply.text.replace("\x00", ""), (1,), reply.confidence)
+        assert 0.0 <= answer.confidence <= 1.0
+        assert answer.row() == (question.text, question.normalized, answer.text, [1], answer.confidence)
+    assert answer_questions(tiny_engine, state, asked, 8, read=lambda q: messages[q.text]) == answers

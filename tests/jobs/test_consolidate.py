@@ -5,6 +5,7 @@ from safetensors.torch import load
 
 from sleeptime.db import CorruptCheckpoint, HeadConflict, UnknownContext, normalize_question
 from sleeptime.jobs import consolidate as job
+from sleeptime.jobs.anticipate import Answer
 from sleeptime.jobs.consolidate import Aborted, ModelMismatch
 from sleeptime.models.checkpoint import canonical_safetensors
 
@@ -27,6 +28,22 @@ def test_a_pass_consumes_everything_and_publishes_answers(app, store):
     answered = {a.normalized_question for a in store.list_precomputed("c", 1)}
     assert answered == {normalize_question(q) for q in ("Where is the river", "Who am I", "What is my name")}
     assert ("What is my name?", "extracted") in {(a.question, a.source) for a in store.list_anticipated("c")}
+
+
+def test_every_precomputed_answer_keeps_the_models_confidence(app, store, tiny_engine):
+    app.ingest("c", [{"role": "user", "content": "my name is Ada"}, *transcript(4)])
+    app.anticipate("c", ["Where is the river?"])
+    app.consolidate("c")
+    stored = store.list_precomputed("c", 1)
+    assert len(stored) == 2 and all(0.0 <= a.confidence <= 1.0 for a in stored)
+    # the answers-only pass (questions asked since, no new message) keeps it too
+    app.query("c", "Who runs north?")
+    assert app.consolidate("c").answered == 1
+    [added] = [a for a in store.list_precomputed("c", 1) if a.normalized_question == "who runs north"]
+    state = tiny_engine.decode_state(store.load_checkpoint("c", 1).payload)
+    read = [{"role": m.role, "content": m.content} for m in store.messages_at("c", added.sources)]
+    reply = tiny_engine.reply(state, added.question, read, max_new_tokens=job.ANSWER_TOKENS)
+    assert (added.answer, added.confidence) == (reply.text.replace("\x00", ""), reply.confidence)
 
 
 def test_nothing_pending_publishes_nothing(app):
@@ -166,7 +183,9 @@ def test_rehearsal_writes_the_precomputed_answers_back_into_the_memory(make_app,
     sources = {a.question: a.sources for a in store.list_precomputed("rehearse", 1)}
     assert all(sources.values())
     read = {q: [{"role": m.role, "content": m.content} for m in store.messages_at("rehearse", sources[q])] for q in questions}
-    assert answers == [tiny_engine.answer(state, q, read[q], max_new_tokens=job.ANSWER_TOKENS) for q in questions]
+    replies = [tiny_engine.reply(state, q, read[q], max_new_tokens=job.ANSWER_TOKENS) for q in questions]
+    assert answers == [reply.text for reply in replies]
+    assert [a.confidence for a in store.list_precomputed("rehearse", 1)] == [reply.confidence for reply in replies]
     exchanges = [
         m for q, a in zip(questions, answers, strict=True) if a.strip()
         for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})
@@ -180,7 +199,10 @@ def test_rehearsal_writes_the_precomputed_answers_back_into_the_memory(make_app,
 def test_rehearsal_skips_empty_answers(make_app, monkeypatch):
     from sleeptime.models.tokenizer import encode_messages
 
-    fixed = [("What is my name?", "what is my name", "Ada"), ("Where do I live?", "where do i live", " ")]
+    fixed = [
+        Answer("What is my name?", "what is my name", "Ada", (), 0.5),
+        Answer("Where do I live?", "where do i live", " ", (), 0.5),
+    ]
     monkeypatch.setattr(job, "answer_questions", lambda *args, **kwargs: fixed)
     app = make_app(rehearse=True)
     app.ingest("c", transcript(4))
