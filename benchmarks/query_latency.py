@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import math
 import os
 import platform
 import shlex
@@ -71,19 +72,20 @@ def resolve_model(name: str, workdir: Path) -> tuple[str, str]:
 
 
 def engine_class(full_length: bool):
-    """MemoryEngine, or a subclass whose answers are exactly max_new_tokens bytes long.
+    """MemoryEngine, or a subclass whose online replies are generated and exactly max_new_tokens bytes long.
 
     A model's END comes at a state-dependent moment (a random model may stop after 1 byte or run to the cap), which
     makes online latency a function of the answer's length rather than of the history's; full-length answers are
     the worst case of the target (answers of at most 32 bytes) and the same work at every history length.
     """
-    from sleeptime.models.engine import MemoryEngine
+    from sleeptime.models.engine import MemoryEngine, Reply
 
     class FullLengthAnswers(MemoryEngine):
-        def answer(self, state, question, tail=(), max_new_tokens=64):
+        def reply(self, state, question, tail=(), max_new_tokens=64):
             prompt = self.tokenizer.encode_messages(tail) + self.tokenizer.encode_prompt(question)
-            # the best text token, never END: MemoryEngine.answer's own generation without its early stop
-            return self.tokenizer.decode(self.generate(state, prompt, max_new_tokens, stop=False))
+            # the best text token, never END: MemoryEngine.reply's own generation without its early stop
+            tokens, logp = self._generate(state, prompt, max_new_tokens, stop=False)
+            return Reply(self.tokenizer.decode(tokens), math.exp(logp))
 
     return FullLengthAnswers if full_length else MemoryEngine
 

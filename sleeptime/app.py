@@ -94,7 +94,8 @@ class App:
         self._tokenizer: Tokenizer | None = None
         self._pg_queue: Any = None
         self.queries = QueryEngine(
-            self.store, lambda: self.engine, self.settings.cache_bytes, max_generations=self.settings.generations
+            self.store, lambda: self.engine, self.settings.cache_bytes, max_generations=self.settings.generations,
+            min_confidence=self.settings.min_confidence,
         )
 
     @property

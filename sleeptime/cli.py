@@ -504,15 +504,34 @@ def forget_cmd(
         note(f"forgot {context}: {deleted.get('messages', 0)} message(s), {deleted.get('checkpoints', 0)} checkpoint(s)")
 
 
+def _shown_confidence(confidence: float | None) -> str:
+    return "confidence unknown" if confidence is None else f"confidence {confidence:.1%}"
+
+
 @app.command("query")
-def query_cmd(ctx: typer.Context, context: str, question: str, as_json: JsonFlag = False):
-    """Answer a question from the context's memory: a precomputed answer when there is one, else online."""
+def query_cmd(
+    ctx: typer.Context,
+    context: str,
+    question: str,
+    show_guess: Annotated[
+        bool, typer.Option("--show-guess", help="When the answer is withheld as too unsure, print the guess too.")
+    ] = False,
+    as_json: JsonFlag = False,
+):
+    """Answer a question from the context's memory: a precomputed answer when there is one, else online. An answer
+    the model is less sure of than SLEEPTIME_MIN_CONFIDENCE is withheld ("I don't know that yet.")."""
     result = open_app(ctx).query(context, question)
     if as_json:
         print_json(result.to_dict())
-    else:
-        print(result.answer)
-        note(f"[dim]{result.source}, checkpoint {result.checkpoint}, {result.latency_ms:.1f} ms[/dim]")
+        return
+    print(result.answer)
+    if show_guess and result.abstained:
+        print(f"guess: {result.guess}")
+    withheld = ", withheld" if result.abstained else ""
+    note(
+        f"[dim]{result.source}, checkpoint {result.checkpoint}, {_shown_confidence(result.confidence)}{withheld}, "
+        f"{result.latency_ms:.1f} ms[/dim]"
+    )
 
 
 @app.command("anticipate")

@@ -12,6 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sleeptime import SleeptimeError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# answers the model gives a lower probability than this are withheld ("I don't know that yet."); 0.0 never
+# withholds one. The value is to be set by measurement (how often a confident answer is right), written up in docs/.
+DEFAULT_MIN_CONFIDENCE = 0.0
 # the backends the schema and its tests cover; the URL is parsed for real by sleeptime.db
 DB_URL = re.compile(r"(sqlite|postgres|postgresql)(\+\w+)?://.*", re.DOTALL)
 
@@ -56,6 +59,9 @@ class Settings(BaseSettings):
     # online answers generated at once by one front-end process; more queue (generation is Python-bound)
     generations: int = Field(1, ge=1, le=64, description="online answers generated at once per process")
     cache_bytes: int = Field(512 * 1024 * 1024, ge=0, description="byte budget of the loaded-state cache")
+    min_confidence: float = Field(
+        DEFAULT_MIN_CONFIDENCE, ge=0, le=1, description="answers less probable than this are withheld as a guess"
+    )
     # torch intra-op threads; None keeps torch's default (one per core). On a machine shared with other busy
     # processes, 1 avoids threads stalling each other.
     threads: int | None = Field(None, ge=1, description="torch threads for model work")

@@ -66,7 +66,10 @@ def test_ingest_consolidate_query_end_to_end(make_cli, tmp_path):
     assert first["published"] and first["checkpoint"]["version"] == 1 and first["checkpoint"]["cursor_seq"] == 7
     registered = cli.ok("query", "c", "where is the river", "--json")
     assert (registered["source"], registered["checkpoint"]) == ("precomputed", 1)
-    assert set(registered) == {"answer", "source", "checkpoint", "latency_ms", "sources"}
+    assert set(registered) == {
+        "answer", "source", "checkpoint", "latency_ms", "sources", "confidence", "abstained", "guess"
+    }
+    assert 0.0 <= registered["confidence"] <= 1.0 and (registered["abstained"], registered["guess"]) == (False, None)
     assert all(isinstance(seq, int) and 1 <= seq <= 7 for seq in registered["sources"])
     other = cli.ok("query", "c", "How old is the cat?", "--json")
     assert (other["source"], other["checkpoint"], other["sources"]) == ("online", 1, [])
@@ -87,6 +90,34 @@ def test_ingest_consolidate_query_end_to_end(make_cli, tmp_path):
     assert cli.ok("rollback", "c", "1", "--json")["version"] == 1
     human = cli.ok("status")
     assert "c" in human.stdout and human.stderr == ""
+
+
+def test_query_withholds_an_unsure_answer_and_shows_the_guess_when_asked(make_cli, local_app, tmp_path):
+    url = sqlite_url(tmp_path / "db.sqlite")
+    app = local_app(url)
+    app.ingest("c", [{"role": "user", "content": "my name is Ada"}, {"role": "assistant", "content": "noted"}])
+    app.consolidate("c")
+    stored = app.store.get_precomputed("c", 1, "what is my name")
+    given = make_cli(url).ok("query", "c", "What is my name?", "--json")
+    assert given | {"latency_ms": 0} == {
+        "answer": stored.answer, "source": "precomputed", "checkpoint": 1, "latency_ms": 0,
+        "sources": list(stored.sources), "confidence": stored.confidence, "abstained": False, "guess": None,
+    }
+    strict = make_cli(url, SLEEPTIME_MIN_CONFIDENCE="1")
+    withheld = strict.ok("query", "c", "What is my name?", "--json")
+    assert (withheld["answer"], withheld["abstained"], withheld["guess"], withheld["confidence"]) == (
+        "I don't know that yet.", True, stored.answer, stored.confidence
+    )
+    online = strict.ok("query", "c", "How old is the cat?", "--json")
+    assert (online["source"], online["abstained"], online["answer"]) == ("online", True, "I don't know that yet.")
+    assert isinstance(online["guess"], str) and 0.0 <= online["confidence"] < 1.0
+    human = strict.ok("query", "c", "What is my name?")
+    assert human.stdout == "I don't know that yet.\n"
+    assert f"precomputed, checkpoint 1, confidence {stored.confidence:.1%}, withheld" in human.stderr
+    shown = strict.ok("query", "c", "What is my name?", "--show-guess")
+    assert shown.stdout == f"I don't know that yet.\nguess: {stored.answer}\n"
+    # nothing withheld, nothing more to show
+    assert make_cli(url).ok("query", "c", "What is my name?", "--show-guess").stdout == f"{stored.answer}\n"
 
 
 def test_bad_input_exits_1_with_one_line_and_changes_nothing(make_cli, local_app, tmp_path):

@@ -47,6 +47,14 @@ class QueryResponse(BaseModel):
     sources: list[int] = Field(
         default=[], description="seqs of the messages a precomputed answer read; empty for an answer from memory"
     )
+    confidence: float | None = Field(
+        ge=0, le=1,
+        description="the model's own probability of its answer; null for a precomputed answer written before it was kept",
+    )
+    abstained: bool = Field(
+        description="the answer was less probable than SLEEPTIME_MIN_CONFIDENCE: `answer` says it is not known yet"
+    )
+    guess: str | None = Field(description="the model's answer when it abstained; null otherwise")
 
 
 class AnticipateRequest(BaseModel):

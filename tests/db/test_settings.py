@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from sleeptime import SleeptimeError
-from sleeptime.settings import Settings, load_settings
+from sleeptime.settings import DEFAULT_MIN_CONFIDENCE, Settings, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -24,12 +24,23 @@ def test_defaults():
     assert (settings.idle_after, settings.sweep_interval, settings.lease_seconds) == (60, 30, 300)
     assert (settings.max_message_bytes, settings.keep_checkpoints, settings.cache_bytes) == (65536, 10, 512 << 20)
     assert settings.log_level == "INFO"
+    assert settings.min_confidence == DEFAULT_MIN_CONFIDENCE and 0.0 <= DEFAULT_MIN_CONFIDENCE <= 1.0
 
 
 def test_defaults_create_no_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     Settings()
     assert not (tmp_path / "data").exists()
+
+
+def test_the_confidence_threshold_reaches_the_query_engine(monkeypatch, tmp_path):
+    from sleeptime.app import App
+
+    monkeypatch.setenv("SLEEPTIME_MIN_CONFIDENCE", "0.25")
+    with App(load_settings(db=f"sqlite:///{tmp_path / 'db.sqlite'}")) as app:
+        assert app.settings.min_confidence == 0.25 and app.queries.min_confidence == 0.25
+    with App(load_settings(db=f"sqlite:///{tmp_path / 'db.sqlite'}", min_confidence=1)) as app:
+        assert app.queries.min_confidence == 1.0
 
 
 def test_environment_then_arguments(monkeypatch):
@@ -54,6 +65,10 @@ def test_environment_then_arguments(monkeypatch):
         ("KEEP_CHECKPOINTS", "0", "SLEEPTIME_KEEP_CHECKPOINTS"),
         ("LEASE_SECONDS", "0", "SLEEPTIME_LEASE_SECONDS"),
         ("CACHE_BYTES", "-5", "SLEEPTIME_CACHE_BYTES"),
+        ("MIN_CONFIDENCE", "1.5", "SLEEPTIME_MIN_CONFIDENCE"),
+        ("MIN_CONFIDENCE", "-0.1", "SLEEPTIME_MIN_CONFIDENCE"),
+        ("MIN_CONFIDENCE", "nan", "SLEEPTIME_MIN_CONFIDENCE"),
+        ("MIN_CONFIDENCE", "sure", "SLEEPTIME_MIN_CONFIDENCE"),
         ("LOG_LEVEL", "loud", "log level 'loud' is not one of DEBUG"),
         ("DB", "mysql://x@y/z", "not a supported database URL"),
         ("DB", "sleeptime.db", "not a supported database URL"),

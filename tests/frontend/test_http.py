@@ -287,3 +287,33 @@ def test_precomputed_answers_carry_their_sources_and_asking_is_enough_for_a_pass
     assert (done["published"], done["checkpoint"]["version"], done["answered"]) == (False, 1, 1)
     again = http.post("/v1/contexts/bob/query", json={"question": "where does the river run"}).json()
     assert (again["source"], again["checkpoint"]) == ("precomputed", 1) and 3 in again["sources"]
+
+
+@pytest.mark.parametrize("min_confidence", [0.0, 1.0])
+def test_answers_less_probable_than_the_threshold_are_withheld_over_http(live, make_app, store, min_confidence):
+    from sleeptime.models.tokenizer import ANSWER_TOKENS
+
+    app = make_app(min_confidence=min_confidence)
+    app.ingest("c", msgs("my name is Alice", "the river runs north")["messages"])
+    app.consolidate("c")
+    # as a pass wrote it before confidence was kept: never withheld
+    store.add_answers("c", 1, [("Who am I?", "who am i", "Alice", [1])])
+    http = live(app).client
+    state = app.engine.decode_state(store.load_checkpoint("c").payload)
+    expected = {
+        "What is my name?": ("precomputed", store.get_precomputed("c", 1, "what is my name")),
+        "Where does the river run?": ("online", app.engine.reply(state, "Where does the river run?", [], ANSWER_TOKENS)),
+    }
+    for question, (source, model) in expected.items():
+        body = http.post("/v1/contexts/c/query", json={"question": question}).json()
+        text = model.answer if source == "precomputed" else model.text
+        assert (body["source"], body["confidence"]) == (source, model.confidence)
+        assert isinstance(body["confidence"], float) and 0.0 <= body["confidence"] <= 1.0
+        if min_confidence == 1.0:
+            assert (body["answer"], body["abstained"], body["guess"]) == ("I don't know that yet.", True, text)
+        else:
+            assert (body["answer"], body["abstained"], body["guess"]) == (text, False, None)
+    old = http.post("/v1/contexts/c/query", json={"question": "who am I"}).json()
+    assert (old["answer"], old["source"], old["confidence"], old["abstained"], old["guess"]) == (
+        "Alice", "precomputed", None, False, None
+    )

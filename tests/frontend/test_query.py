@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import pytest
 
 from sleeptime.db import InvalidInput, MessageRecord, UnknownContext
-from sleeptime.frontend.query import LoadedState, QueryEngine, QueryLogWriter, StateCache, cap_tail
+from sleeptime.frontend.query import ABSTAINED, LoadedState, QueryEngine, QueryLogWriter, StateCache, cap_tail
 from sleeptime.models.tokenizer import encode_message
 
 
@@ -19,9 +19,9 @@ class Spy:
     def __getattr__(self, name):
         return getattr(self.engine, name)
 
-    def answer(self, state, question, tail=(), max_new_tokens=64):
+    def reply(self, state, question, tail=(), max_new_tokens=64):
         self.calls.append({"position": state["position"], "question": question, "tail": list(tail)})
-        return self.engine.answer(state, question, tail=tail, max_new_tokens=4)
+        return self.engine.reply(state, question, tail=tail, max_new_tokens=4)
 
 
 def messages(n, offset=0):
@@ -158,9 +158,9 @@ def test_online_answers_are_generated_at_most_max_generations_at_once(app, store
     app.ingest("c", messages(2))
     app.consolidate("c")
     running, peak, lock = [0], [0], threading.Lock()
-    answer = spy.answer
+    reply = spy.reply
 
-    def slow_answer(*args, **kwargs):
+    def slow_reply(*args, **kwargs):
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
@@ -168,9 +168,9 @@ def test_online_answers_are_generated_at_most_max_generations_at_once(app, store
         time.sleep(0.3)
         with lock:
             running[0] -= 1
-        return answer(*args, **kwargs)
+        return reply(*args, **kwargs)
 
-    spy.answer = slow_answer
+    spy.reply = slow_reply
     queries = QueryEngine(store, lambda: spy, 10**8, max_new_tokens=4, max_generations=limit)
     threads = [threading.Thread(target=queries.query, args=("c", f"question {i}?")) for i in range(8)]
     for t in threads:
@@ -195,6 +195,60 @@ def test_bad_questions_and_unknown_contexts(app, queries):
             queries.query("c", bad)
     with pytest.raises(UnknownContext):
         queries.query("ghost", "hello?")
+
+
+def test_every_answer_carries_the_models_confidence(app, store, queries, tiny_engine):
+    app.ingest("c", messages(3))
+    app.anticipate("c", ["What is my name?"])
+    app.consolidate("c")
+    hit = queries.query("c", "What is my name?")
+    stored = store.get_precomputed("c", 1, "what is my name")
+    assert (hit.source, hit.answer, hit.confidence) == ("precomputed", stored.answer, stored.confidence)
+    miss = queries.query("c", "Where do I live?")
+    assert miss.source == "online" and 0.0 <= miss.confidence <= 1.0
+    # the same question on the same state: the same number, the engine's own
+    again = queries.query("c", "Where do I live?")
+    assert (again.answer, again.confidence) == (miss.answer, miss.confidence)
+    state = tiny_engine.decode_state(store.load_checkpoint("c").payload)
+    assert miss.confidence == tiny_engine.reply(state, "Where do I live?", max_new_tokens=4).confidence
+    assert not hit.abstained and not miss.abstained and hit.guess is miss.guess is None
+    assert set(miss.to_dict()) == {
+        "answer", "source", "checkpoint", "latency_ms", "sources", "confidence", "abstained", "guess"
+    }
+
+
+def test_answers_less_probable_than_the_threshold_are_withheld_and_their_guess_kept(app, store, spy):
+    app.ingest("c", messages(3))
+    app.anticipate("c", ["What is my name?"])
+    app.consolidate("c")
+    questions = ["What is my name?", "Where do I live?"]
+
+    def ask(min_confidence):
+        return [QueryEngine(store, lambda: spy, 10**8, max_new_tokens=4, min_confidence=min_confidence).query("c", q)
+                for q in questions]
+
+    given = ask(0.0)
+    assert [r.source for r in given] == ["precomputed", "online"] and not any(r.abstained for r in given)
+    for withheld, answer in zip(ask(1.0), given, strict=True):
+        assert (withheld.answer, withheld.abstained, withheld.guess) == (ABSTAINED, True, answer.answer)
+        assert (withheld.source, withheld.checkpoint, withheld.confidence) == (answer.source, 1, answer.confidence)
+    # "below" the threshold: an answer exactly as probable as it is given
+    online = given[1]
+    assert ask(online.confidence)[1].answer == online.answer
+    assert ask(min(1.0, online.confidence * 1.01 + 1e-12))[1].abstained
+    # what was asked is logged, withheld or not
+    assert store.recent_questions("c") == list(reversed(questions))
+
+
+def test_a_precomputed_answer_without_a_confidence_is_never_withheld(app, store, spy):
+    app.ingest("c", messages(3))
+    app.consolidate("c")
+    # as a pass wrote it before confidence was kept
+    store.add_answers("c", 1, [("Who am I?", "who am i", "Ada", [])])
+    result = QueryEngine(store, lambda: spy, 10**8, min_confidence=1.0).query("c", "who am I")
+    assert (result.source, result.answer, result.confidence, result.abstained, result.guess) == (
+        "precomputed", "Ada", None, False, None
+    )
 
 
 def test_state_cache_loads_each_key_once_under_concurrent_misses():
