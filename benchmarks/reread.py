@@ -10,7 +10,8 @@ question answered four ways, by the shipped model (with its span reader, where i
   fresh      the same reading as `reread` from an empty memory instead of the consolidated state (not what the pass
              does: it shows how much of a gap to the ceiling comes from the state the reading starts from)
   reading    the reading ceiling (training/evaluate.py `evaluate_reading`): the question right after the one message
-             that states its answer, from an empty memory
+             that states its answer, from an empty memory, generated; `reading_reply`: the same through `engine.reply`
+             (pointed at by the span reader where it finds the value)
 
 A hit is a right answer by `training/scoring.right` (the value as a whole token, no rival value beside it). `extra_ms` is the re-read answer's time minus the memory-only
 answer's, per question (search, reading, the longer prefill). One SQLite database per sample, in a temp folder.
@@ -74,18 +75,24 @@ def run_sample(engine: MemoryEngine, task: str, index: int, tokens: int, folder:
         read_messages = [{"role": m.role, "content": m.content} for m in read(question)]
         pointed = engine.point(state, question.text, read_messages)
         reading = engine.answer(engine.new_state(), sample.question, tail=[answering_message(sample)])
+        reading_reply = engine.reply(engine.new_state(), sample.question, tail=[answering_message(sample)])
         stating = {i + 1 for i, m in enumerate(sample.history) if value in m["content"]}
     return {
         "task": task, "tokens": tokens, "sample": index, "expected": value,
         "online": right(sample, online.answer), "memory": right(sample, memory.text), "reread": right(sample, reread.text),
         "fresh": right(sample, fresh.text),
         "served": right(sample, served.answer) and served.source == "precomputed" and answered == 1,
-        "reading": right(sample, reading),
+        "reading": right(sample, reading), "reading_reply": right(sample, reading_reply.text),
         "sources": list(reread.sources), "read_stating": bool(stating & set(reread.sources)),
         "pointed": pointed is not None, "confidence": None if pointed is None else round(pointed.confidence, 4),
         "extra_ms": round((t2 - t1 - (t1 - t0)) * 1000, 2), "pass_seconds": round(pass_seconds, 2),
         "answers": {
-            "online": online.answer, "memory": memory.text, "reread": reread.text, "fresh": fresh.text, "reading": reading
+            "online": online.answer, "memory": memory.text, "reread": reread.text, "fresh": fresh.text, "reading": reading,
+            "reading_reply": reading_reply.text,
+        },
+        "confidences": {
+            "online": online.confidence, "memory": memory.confidence, "reread": reread.confidence,
+            "fresh": fresh.confidence, "reading_reply": reading_reply.confidence,
         },
     }
 
@@ -116,7 +123,9 @@ def main() -> None:
                 "summary": True, "task": args.task, "tokens": tokens, "n": n, "first": args.first,
                 "model": engine.model_id,
             }
-            for key in ("online", "memory", "reread", "served", "fresh", "reading", "read_stating", "pointed"):
+            for key in (
+                "online", "memory", "reread", "served", "fresh", "reading", "reading_reply", "read_stating", "pointed"
+            ):
                 summary[key] = sum(r[key] for r in rows)
             summary["extra_ms_median"] = statistics.median(r["extra_ms"] for r in rows)
             summary["pass_seconds_mean"] = round(statistics.mean(r["pass_seconds"] for r in rows), 2)

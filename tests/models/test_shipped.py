@@ -16,3 +16,15 @@ def test_the_shipped_demo_model_loads_consumes_and_answers():
     # the state round-trips through bytes to the same answer
     again = engine.answer(engine.decode_state(engine.encode_state(state)), "What is the pass key?", max_new_tokens=40)
     assert again == answer
+
+
+def test_the_shipped_demo_model_points_with_its_reader():
+    """demo.reader.safetensors lies beside the weights and was fitted to them: a stated value is copied exactly,
+    and a question whose answer was never stated is left to generation."""
+    engine = MemoryEngine.load("demo", "cpu")
+    assert engine.reader is not None
+    stated = [{"role": "user", "content": "Our booking reference is QX7P2L, flight on the 12th."}]
+    pointed = engine.reply(engine.new_state(), "What is our booking reference?", stated)
+    assert (pointed.text, pointed.copied_from) == ("QX7P2L", 0)
+    unrelated = [{"role": "user", "content": "I like hiking on weekends."}]
+    assert engine.point(engine.new_state(), "What is my locker code?", unrelated) is None
