@@ -39,8 +39,9 @@ SEARCH_MATCHES = 4
 # a match this close to the best one states the same thing (an earlier or later value of the fact): the newest
 # of those wins; weaker ones share a word or two with the question and are left out
 SAME_FACT = 0.5
-# with a span reader: every match among more of them, in this many tokens (or the attention window, if larger)
+# with a span reader: more of the matches near the best, in this many tokens (or the attention window, if larger)
 POINTED_MATCHES = 8
+POINTED_SAME_FACT = 0.5
 POINTED_READ_TOKENS = 1024
 
 _MY_THING = re.compile(
@@ -158,7 +159,7 @@ def reader_of(store: Store, context: str, up_to_seq: int, engine: Any) -> Callab
     if engine.reader is None:
         return lambda q: reading_for(store, context, q, up_to_seq, engine.tokenizer, window)
     budget = max(window, POINTED_READ_TOKENS)
-    return lambda q: reading_for(store, context, q, up_to_seq, engine.tokenizer, budget, POINTED_MATCHES, 0.0)
+    return lambda q: reading_for(store, context, q, up_to_seq, engine.tokenizer, budget, POINTED_MATCHES, POINTED_SAME_FACT)
 
 
 def answer_questions(

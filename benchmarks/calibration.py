@@ -1,0 +1,116 @@
+"""Calibration of answer confidence (issue 25), read off `benchmarks/reread.py`'s rows: how often an answer given
+with confidence c is right, the expected calibration error, and precision and coverage at a threshold.
+
+Each row of reread.py holds, for one held-out question, the online answer (from memory, nobody anticipated it) and
+the precomputed one (re-read), each with its confidence and whether it was right. Both kinds count here, as the
+front end serves both.
+
+    python benchmarks/calibration.py docs/reread.jsonl docs/reread_passkey.jsonl --thresholds 0.3,0.5,0.7,0.9
+
+The threshold to ship is chosen on the even samples and reported on the odd ones: the smallest one from which the
+precision on the even samples stays at least the target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+
+KINDS = {"online": "online", "precomputed": "reread"}
+BINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0 + 1e-9)
+
+
+@dataclass(frozen=True)
+class Scored:
+    task: str
+    tokens: int
+    sample: int
+    kind: str  # online | precomputed
+    confidence: float
+    right: bool
+
+
+def read_rows(paths: Sequence[str]) -> list[Scored]:
+    out = []
+    for path in paths:
+        with open(path) as f:
+            for line in f:
+                row = json.loads(line)
+                if row.get("summary") or "confidences" not in row:
+                    continue
+                for kind, key in KINDS.items():
+                    out.append(Scored(row["task"], row["tokens"], row["sample"], kind, row["confidences"][key], row[key]))
+    return out
+
+
+def reliability(scored: Sequence[Scored]) -> tuple[list[dict], float]:
+    """Per confidence bin: answers, mean confidence, accuracy; and the expected calibration error (the mean over
+    answers of |accuracy - confidence| of their bin)."""
+    rows, ece = [], 0.0
+    for low, high in pairwise(BINS):
+        inside = [s for s in scored if low <= s.confidence < high]
+        if not inside:
+            continue
+        confidence = sum(s.confidence for s in inside) / len(inside)
+        accuracy = sum(s.right for s in inside) / len(inside)
+        ece += len(inside) / len(scored) * abs(accuracy - confidence)
+        rows.append({"bin": f"{low:.1f}-{min(high, 1.0):.1f}", "n": len(inside), "confidence": confidence, "accuracy": accuracy})
+    return rows, ece
+
+
+def at_threshold(scored: Sequence[Scored], threshold: float) -> dict:
+    answered = [s for s in scored if s.confidence >= threshold]
+    right = sum(s.right for s in answered)
+    return {
+        "threshold": threshold, "asked": len(scored), "answered": len(answered), "right": right,
+        "precision": right / len(answered) if answered else None, "coverage": len(answered) / len(scored),
+    }
+
+
+def pick(scored: Sequence[Scored], target: float) -> float | None:
+    """The smallest confidence threshold from which every higher one keeps precision at least `target` on `scored`
+    (a lower threshold that reaches it only by a lucky few answers does not count); None when none does."""
+    chosen = None
+    for threshold in sorted({s.confidence for s in scored}, reverse=True):
+        if at_threshold(scored, threshold)["precision"] < target:
+            break
+        chosen = threshold
+    return chosen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("files", nargs="+", help="JSONL files written by benchmarks/reread.py")
+    parser.add_argument("--thresholds", default="0.3,0.5,0.7,0.9")
+    parser.add_argument("--target", type=float, default=0.9, help="precision the picked threshold must reach")
+    args = parser.parse_args()
+    scored = read_rows(args.files)
+    bins, ece = reliability(scored)
+    print(f"{len(scored)} answers, {sum(s.right for s in scored)} right; expected calibration error {ece:.3f}")
+    print("| confidence | answers | mean confidence | right |")
+    print("|---|---:|---:|---:|")
+    for b in bins:
+        print(f"| {b['bin']} | {b['n']} | {b['confidence']:.2f} | {b['accuracy']:.2f} |")
+    print("\n| kind | task | history | threshold | answered of asked | precision |")
+    print("|---|---|---:|---:|---:|---:|")
+    thresholds = [float(t) for t in args.thresholds.split(",")]
+    groups = sorted({(s.kind, s.task, s.tokens) for s in scored})
+    for threshold in thresholds:
+        for kind, task, tokens in groups:
+            r = at_threshold([s for s in scored if (s.kind, s.task, s.tokens) == (kind, task, tokens)], threshold)
+            precision = "-" if r["precision"] is None else f"{r['precision']:.2f}"
+            print(f"| {kind} | {task} | {tokens} | {threshold} | {r['answered']} of {r['asked']} | {precision} |")
+    even = [s for s in scored if s.sample % 2 == 0]
+    odd = [s for s in scored if s.sample % 2 == 1]
+    chosen = pick(even, args.target)
+    print(f"\npicked on the even samples for precision >= {args.target}: {chosen}")
+    if chosen is not None:
+        print("on the odd samples:", json.dumps(at_threshold(odd, chosen)))
+        print("on all:", json.dumps(at_threshold(scored, chosen)))
+
+
+if __name__ == "__main__":
+    main()
