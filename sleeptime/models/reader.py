@@ -148,15 +148,17 @@ class Span:
     first: int  # token positions in the window, inclusive
     last: int
     logp: float  # log P(start) + log P(end)
-
-    @property
-    def confidence(self) -> float:
-        return float(torch.tensor(self.logp).exp())
+    confidence: float  # the probability of the span's text: see best_span
 
 
 def best_span(start: Tensor, end: Tensor, window: ReadWindow, max_span: int) -> Span | None:
     """The most probable span of one window (within one message, at most max_span tokens), or None when the null
     slot is more probable than any span.
+
+    Its confidence is the probability of its text among the answers the window allows: the mass of every span with
+    the same text (a value stated twice, or restated by the assistant, is one answer), over the mass of all valid
+    spans and the null slot (start and end are scored apart, so some of their mass lies on spans that cross
+    messages or run too long: no answer could be those).
 
     start, end: one row of `SpanReader`'s output, [T' + 1] with T' >= the window's length (padding is never a
     candidate) and the null slot last."""
@@ -175,7 +177,16 @@ def best_span(start: Tensor, end: Tensor, window: ReadWindow, max_span: int) -> 
     score = float(scores.view(-1)[best])
     if score == float("-inf") or score < null:
         return None
-    return Span(first, first + offset, score)
+    flat = scores.view(-1)
+    total = torch.logsumexp(torch.cat([flat, torch.tensor([null])]), 0)
+    text = window.text_of(first, first + offset)
+    # spans more than e^14 less probable than the best add nothing that shows; only the rest need their text read
+    same_text = [
+        float(flat[i]) for i in (flat > score - 14).nonzero().view(-1).tolist()
+        if window.text_of(i // max_span, i // max_span + i % max_span) == text
+    ]
+    confidence = float((torch.tensor(same_text).logsumexp(0) - total).exp())
+    return Span(first, first + offset, score, min(1.0, confidence))
 
 
 def reader_path(model_path: str | Path) -> Path:

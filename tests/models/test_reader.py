@@ -60,7 +60,7 @@ def test_best_span_picks_the_most_probable_span_within_one_message_or_none():
     start[first], end[last] = -0.1, -0.2
     span = best_span(start, end, w, max_span=24)
     assert (span.first, span.last) == (first, last)
-    assert span.confidence == pytest.approx(torch.tensor(-0.3).exp().item())
+    assert span.logp == pytest.approx(-0.3)
     # an end before the start, or in another message, is never a span
     other_first, _ = positions_of(w, 0, "4821")
     end[last] = -30.0
@@ -74,6 +74,34 @@ def test_best_span_picks_the_most_probable_span_within_one_message_or_none():
     # the null slot more probable than any span: None
     start[-1], end[-1] = 0.0, 0.0
     assert best_span(start, end, w, max_span=24) is None
+
+
+def test_a_spans_confidence_is_its_texts_share_of_the_answers_the_window_allows():
+    messages = [*MESSAGES, {"role": "assistant", "content": "Got it: 7730."}]
+    w = ReadWindow.build(BYTES, messages, QUESTION)
+    T = len(w.ids)
+    start = torch.full((T + 1,), -50.0)
+    end = torch.full((T + 1,), -50.0)
+    first, last = positions_of(w, 2, "7730")
+    start[first], end[last] = -1.0, -1.0
+    start[-1], end[-1] = -1.5, -1.5  # the null slot: e^-3 beside the span's e^-2
+    alone = best_span(start, end, w, max_span=24).confidence
+    assert alone == pytest.approx(torch.tensor([-2.0, -3.0]).softmax(0)[0].item(), rel=1e-3)
+    # the same text restated in a later message is the same answer: its mass joins the first one's
+    again_first, again_last = positions_of(w, 3, "7730")
+    start[again_first], end[again_last] = -1.0, -1.0
+    both = best_span(start, end, w, max_span=24)
+    assert both.confidence == pytest.approx(torch.tensor([-2.0, -2.0, -3.0]).softmax(0)[:2].sum().item(), rel=1e-3)
+    # mass on a span no answer could be (its end in another message) does not count against it
+    start[first], end[last] = -1.0, -1.0
+    end[positions_of(w, 0, "4821")[1]] = -1.0
+    assert best_span(start, end, w, max_span=24).confidence == pytest.approx(both.confidence, rel=1e-3)
+    # a different text is another answer and takes its share
+    four_first, four_last = positions_of(w, 0, "4821")
+    start[four_first] = -1.0
+    split = best_span(start, end, w, max_span=24).confidence
+    assert split < both.confidence
+    assert 0.0 <= split <= 1.0
 
 
 def test_the_reader_scores_only_candidates_and_its_rows_are_distributions():
