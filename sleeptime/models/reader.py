@@ -123,9 +123,16 @@ class ReadWindow:
         return cls(ids, candidate, place, message, spans, len(ids) - 1, [m["content"] for m in messages])
 
     def text_of(self, first: int, last: int) -> str:
-        """The stored text from token `first` to token `last` of one message, stripped."""
+        """The stored text from token `first` to token `last` of one message, stripped, and widened to whole words:
+        a value is a whole token (training/scoring.py), so a span that starts or ends inside a run of letters and
+        digits ("003" of "46003") takes the whole run."""
         content = self.contents[self.message[first]]
-        return content[self.spans[first][0] : self.spans[last][1]].strip()
+        begin, end = self.spans[first][0], self.spans[last][1]
+        while begin > 0 and content[begin - 1].isalnum() and content[begin].isalnum():
+            begin -= 1
+        while 0 < end < len(content) and content[end].isalnum() and content[end - 1].isalnum():
+            end += 1
+        return content[begin:end].strip()
 
 
 def collate(windows: Sequence[ReadWindow], pad: int, device: str | torch.device = "cpu") -> dict[str, Tensor]:

@@ -49,6 +49,10 @@ def test_a_window_marks_message_text_as_candidates_and_copies_it_exactly():
     assert w.message[first] == 2 and w.place[first] == 0
     first, _ = positions_of(w, 0, "4821")
     assert w.place[first] == 2  # counted from the last message read
+    # a span inside a word or number is widened to the whole of it
+    assert w.text_of(first + 1, first + 2) == "4821"
+    assert w.text_of(*positions_of(w, 2, "ocker")) == "locker"
+    assert w.text_of(*positions_of(w, 2, "7730, they")) == "7730, they"
 
 
 def test_best_span_picks_the_most_probable_span_within_one_message_or_none():
