@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from sleeptime.models import checkpoint, decode
+from sleeptime.models.calibration import Calibration, CalibrationError, calibration_path, load_calibration
 from sleeptime.models.paths import SHIPPED_DIR, resolve_model_path, shipped_model_path  # noqa: F401 (re-exported)
 from sleeptime.models.reader import ReaderError, ReadWindow, SpanReader, best_span, collate, load_reader, reader_path
 from sleeptime.models.titans import ModelConfig, TitansLM
@@ -54,8 +55,9 @@ class Reply:
     """An answer, and the model's own probability of it."""
 
     text: str
-    # pointed: the span reader's P(start) x P(end) of the span; generated: the probability of the answer's tokens
-    # and of the end that closed it
+    # pointed: the span reader's probability of the span's text (models/reader.py best_span); generated: the
+    # probability of the answer's tokens and of the end that closed it, through the model's calibration where it
+    # has one (models/calibration.py)
     confidence: float
     copied_from: int | None = None  # pointed: index of the message read that it was copied from; None: generated
 
@@ -67,6 +69,7 @@ class MemoryEngine:
         self, model: TitansLM, model_id: str, device: str = "cpu", segment_tokens: int = 512,
         tokenizer: Tokenizer = BYTES,
         reader: SpanReader | None = None,
+        calibration: Calibration | None = None,
     ):
         if tokenizer.vocab_size > model.cfg.vocab_size:
             raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids, the model only {model.cfg.vocab_size}")
@@ -79,6 +82,7 @@ class MemoryEngine:
         # a whole number of memory chunks per segment keeps per-call work aligned; the state carries any remainder
         self.segment_tokens = segment_tokens
         self.reader = reader.to(device).eval() if reader is not None else None
+        self.calibration = calibration
 
     @classmethod
     def load(cls, name_or_path: str = "demo", device: str = "auto", segment_tokens: int = 512) -> MemoryEngine:
@@ -94,7 +98,13 @@ class MemoryEngine:
             except ReaderError as exc:
                 # a model retrained since its reader was fitted: it still answers, by generation alone
                 log.warning("span reader not used: %s", exc)
-        return cls(model, f"{path.stem}-{digest[:12]}", device, segment_tokens, tokenizer, reader)
+        calibration = None
+        if calibration_path(path).exists():
+            try:
+                calibration = load_calibration(calibration_path(path), digest)
+            except CalibrationError as exc:
+                log.warning("confidence calibration not used: %s", exc)
+        return cls(model, f"{path.stem}-{digest[:12]}", device, segment_tokens, tokenizer, reader, calibration)
 
     @property
     def config(self) -> ModelConfig:
@@ -174,7 +184,12 @@ class MemoryEngine:
             return pointed
         prompt = self.tokenizer.encode_messages(tail) + self.tokenizer.encode_prompt(question)
         tokens, logp = self._generate(state, prompt, max_new_tokens)
-        return Reply(self.tokenizer.decode(tokens), math.exp(logp))
+        return Reply(self.tokenizer.decode(tokens), self.generated_confidence(logp))
+
+    def generated_confidence(self, logp: float) -> float:
+        """A generated answer's confidence from its summed log-probability: calibrated where the model has a
+        calibration, else the raw probability."""
+        return self.calibration.generated(logp) if self.calibration is not None else math.exp(logp)
 
     @torch.inference_mode()
     def point(self, state: dict, question: str, messages: Sequence[Mapping[str, str]]) -> Reply | None:

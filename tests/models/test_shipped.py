@@ -28,3 +28,11 @@ def test_the_shipped_demo_model_points_with_its_reader():
     assert (pointed.text, pointed.copied_from) == ("QX7P2L", 0)
     unrelated = [{"role": "user", "content": "I like hiking on weekends."}]
     assert engine.point(engine.new_state(), "What is my locker code?", unrelated) is None
+
+
+def test_the_shipped_demo_model_calibrates_its_generated_answers():
+    """demo.calibration.json lies beside the weights and was fitted to them: a generated answer's confidence is
+    its probability through the fitted curve, more probable answers more trusted."""
+    engine = MemoryEngine.load("demo", "cpu")
+    assert engine.calibration is not None and engine.calibration.scale > 0
+    assert engine.generated_confidence(-0.5) > engine.generated_confidence(-5.0)
