@@ -101,7 +101,7 @@ def test_a_spans_confidence_is_its_texts_share_of_the_answers_the_window_allows(
     end[positions_of(w, 0, "4821")[1]] = -1.0
     assert best_span(start, end, w, max_span=24).confidence == pytest.approx(both.confidence, rel=1e-3)
     # a different text is another answer and takes its share
-    four_first, four_last = positions_of(w, 0, "4821")
+    four_first, _ = positions_of(w, 0, "4821")
     start[four_first] = -1.0
     split = best_span(start, end, w, max_span=24).confidence
     assert split < both.confidence
