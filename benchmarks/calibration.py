@@ -5,7 +5,9 @@ Each row of reread.py holds, for one held-out question, the online answer (from 
 the precomputed one (re-read), each with its confidence and whether it was right. Both kinds count here, as the
 front end serves both.
 
-    python benchmarks/calibration.py docs/reread.jsonl docs/reread_passkey.jsonl --thresholds 0.3,0.5,0.7,0.9
+    python benchmarks/calibration.py docs/reread.jsonl docs/reread_passkey.jsonl --plot docs/calibration.png
+
+`--plot` draws the reliability diagram (needs matplotlib: `pip install -e ".[bench]"`).
 
 The threshold to ship is chosen on the even samples and reported on the odd ones: the smallest one from which the
 precision on the even samples stays at least the target.
@@ -81,11 +83,42 @@ def pick(scored: Sequence[Scored], target: float) -> float | None:
     return chosen
 
 
+def plot(bins: Sequence[dict], ece: float, threshold: float | None, path: str) -> None:
+    """The reliability diagram: accuracy per confidence bin against the diagonal of a calibrated model, with each
+    bin's share of the answers beneath."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    centres = [(float(b["bin"].split("-")[0]) + float(b["bin"].split("-")[1])) / 2 for b in bins]
+    total = sum(b["n"] for b in bins)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6), height_ratios=(3, 1), sharex=True)
+    top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    top.bar(centres, [b["accuracy"] for b in bins], width=0.09, alpha=0.8, label="right, per bin")
+    top.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o", color="black", markersize=4,
+             label="mean confidence of the bin")
+    if threshold is not None:
+        top.axvline(threshold, color="tab:red", linewidth=1, label=f"default threshold {threshold:g}")
+    top.set_ylabel("share right")
+    top.set_ylim(0, 1)
+    top.set_title(f"confidence against rightness: {total} answers, ECE {ece:.3f}")
+    top.legend(loc="upper left", fontsize=8)
+    bottom.bar(centres, [b["n"] / total for b in bins], width=0.09, color="tab:grey")
+    bottom.set_ylabel("share of answers")
+    bottom.set_xlabel("confidence")
+    bottom.set_xlim(0, 1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="+", help="JSONL files written by benchmarks/reread.py")
     parser.add_argument("--thresholds", default="0.3,0.5,0.7,0.9")
     parser.add_argument("--target", type=float, default=0.9, help="precision the picked threshold must reach")
+    parser.add_argument("--default", type=float, help="the threshold shipped, drawn on the plot")
+    parser.add_argument("--plot", help="write the reliability diagram to this PNG")
     args = parser.parse_args()
     scored = read_rows(args.files)
     bins, ece = reliability(scored)
@@ -110,6 +143,8 @@ def main() -> None:
     if chosen is not None:
         print("on the odd samples:", json.dumps(at_threshold(odd, chosen)))
         print("on all:", json.dumps(at_threshold(scored, chosen)))
+    if args.plot:
+        plot(bins, ece, args.default, args.plot)
 
 
 if __name__ == "__main__":

@@ -246,7 +246,7 @@ def train_cmd(
 
     from sleeptime.models.engine import pick_device
     from sleeptime.runtime import tune_process
-    from sleeptime.training.train import check_run_options, thin_log, train, with_overrides, with_tokenizer
+    from sleeptime.training.train import check_run_options, saved_step, thin_log, train, with_overrides, with_tokenizer
     from sleeptime.training.train import preset as make_preset
 
     tune_process(threads)
@@ -263,7 +263,7 @@ def train_cmd(
         raise SleeptimeError(str(exc)) from None
     log_path = Path(out) / "train.log.jsonl"
     Path(out).mkdir(parents=True, exist_ok=True)
-    thin_log(log_path)
+    thin_log(log_path, saved_step=saved_step(Path(out) / "model.safetensors"))
     with Progress(
         TextColumn("[bold]{task.fields[stage]}"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
         TextColumn("loss {task.fields[loss]} exact {task.fields[exact]}"), TimeElapsedColumn(), console=console,

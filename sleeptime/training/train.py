@@ -731,16 +731,28 @@ def train(
     return progress
 
 
-def thin_log(path: Path, keep_last: int = 500, every: int = 10) -> None:
+def saved_step(model_file: Path) -> int | None:
+    """The step a run's checkpoint holds; None when there is none to resume (or it cannot be read: training says
+    why when it tries)."""
+    try:
+        return json.loads(checkpoint.read_model_metadata(model_file)["progress"])["step"]
+    except (OSError, KeyError, ValueError, checkpoint.CheckpointError):
+        return None
+
+
+def thin_log(path: Path, keep_last: int = 500, every: int = 10, saved_step: int | None = None) -> None:
     """Keep a run's step log small enough to commit with its lineage: the last `keep_last` lines whole, one line in
     `every` before them (each line is one step's record; the curve's shape survives, the file grows a tenth as fast).
-    Rewritten through a temporary file, so a kill leaves the old log or the new one."""
+    Lines past `saved_step`, the step the checkpoint holds, describe steps that a kill lost: a resumed run trains
+    them again, so they go. Rewritten through a temporary file, so a kill leaves the old log or the new one."""
     if not path.exists():
         return
     lines = path.read_text().splitlines(keepends=True)
+    if saved_step is not None:
+        lines = [line for line in lines if json.loads(line).get("step", 0) <= saved_step]
     head, tail = lines[: max(0, len(lines) - keep_last)], lines[-keep_last:] if keep_last else []
     kept = [line for line in head if json.loads(line).get("step", 0) % every == 0] + tail
-    if len(kept) == len(lines):
+    if kept == path.read_text().splitlines(keepends=True):
         return
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(kept))

@@ -545,3 +545,6 @@ def test_thinning_a_runs_log_keeps_the_recent_steps_whole_and_every_tenth_before
     assert steps == list(range(10, 701, 10)) + list(range(701, 1201))
     thin_log(log_path, keep_last=500, every=10)  # thinning again changes nothing
     assert [json.loads(line)["step"] for line in log_path.read_text().splitlines()] == steps
+    # a run killed after its last save: the steps past it are lost, and trained again on resume
+    thin_log(log_path, keep_last=500, every=10, saved_step=1150)
+    assert [json.loads(line)["step"] for line in log_path.read_text().splitlines()] == [s for s in steps if s <= 1150]
