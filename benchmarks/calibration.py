@@ -9,8 +9,8 @@ front end serves both.
 
 `--plot` draws the reliability diagram (needs matplotlib: `pip install -e ".[bench]"`).
 
-The threshold to ship is chosen on the even samples and reported on the odd ones: the smallest one from which the
-precision on the even samples stays at least the target.
+The threshold to ship is chosen on the even samples and reported on the odd ones: the smallest one (in steps of
+0.05) from which the precision of each task on the even samples stays at least the target.
 """
 
 from __future__ import annotations
@@ -72,13 +72,20 @@ def at_threshold(scored: Sequence[Scored], threshold: float) -> dict:
     }
 
 
+GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))  # thresholds a setting would be given: 0.05 ... 0.95
+
+
 def pick(scored: Sequence[Scored], target: float) -> float | None:
-    """The smallest confidence threshold from which every higher one keeps precision at least `target` on `scored`
-    (a lower threshold that reaches it only by a lucky few answers does not count); None when none does."""
+    """The smallest threshold of GRID from which every higher one keeps precision at least `target` on each task
+    alone (pass keys are easy: pooled with them, chat answers could fall far below the target unseen); None when
+    none does."""
+    tasks = sorted({s.task for s in scored})
     chosen = None
-    for threshold in sorted({s.confidence for s in scored}, reverse=True):
-        if at_threshold(scored, threshold)["precision"] < target:
-            break
+    for threshold in sorted(GRID, reverse=True):
+        for task in tasks:
+            precision = at_threshold([s for s in scored if s.task == task], threshold)["precision"]
+            if precision is not None and precision < target:
+                return chosen
         chosen = threshold
     return chosen
 
@@ -139,10 +146,15 @@ def main() -> None:
     even = [s for s in scored if s.sample % 2 == 0]
     odd = [s for s in scored if s.sample % 2 == 1]
     chosen = pick(even, args.target)
-    print(f"\npicked on the even samples for precision >= {args.target}: {chosen}")
+    print(f"\npicked on the even samples for precision >= {args.target} on each task: {chosen}")
     if chosen is not None:
-        print("on the odd samples:", json.dumps(at_threshold(odd, chosen)))
-        print("on all:", json.dumps(at_threshold(scored, chosen)))
+        print("\n| samples | task | answered of asked | right | precision | coverage |")
+        print("|---|---|---:|---:|---:|---:|")
+        for name, part in (("odd", odd), ("all", scored)):
+            for task in [*sorted({s.task for s in scored}), "all"]:
+                r = at_threshold([s for s in part if task in ("all", s.task)], chosen)
+                precision = "-" if r["precision"] is None else f"{r['precision']:.2f}"
+                print(f"| {name} | {task} | {r['answered']} of {r['asked']} | {r['right']} | {precision} | {r['coverage']:.2f} |")
     if args.plot:
         plot(bins, ece, args.default, args.plot)
 
