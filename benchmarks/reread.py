@@ -7,7 +7,8 @@ question answered four ways, by the shipped model (with its span reader, where i
   reread     the precomputed answer the next pass makes for the question asked online: with no new message the pass
              answers it for the same head after re-reading its provenance and full-text matches (jobs/anticipate.py);
              the question is then served precomputed (counted in `served`); `pointed`: the span reader copied it
-  fresh      the same reading as `reread` from an empty memory instead of the consolidated state (not what the pass
+             (`pointed_alone`: the surer pointing was the one from an empty memory rather than from the state)
+  fresh      the same reading as `reread`, pointing and generating both from an empty memory (not what the pass
              does: it shows how much of a gap to the ceiling comes from the state the reading starts from)
   reading    the reading ceiling (training/evaluate.py `evaluate_reading`): the question right after the one message
              that states its answer, from an empty memory, generated; `reading_reply`: the same through `engine.reply`
@@ -73,7 +74,10 @@ def run_sample(engine: MemoryEngine, task: str, index: int, tokens: int, folder:
         t2 = time.perf_counter()
         [fresh] = answer_questions(engine, engine.new_state(), [question], ANSWER_TOKENS, read=read)
         read_messages = [{"role": m.role, "content": m.content} for m in read(question)]
-        pointed = engine.point(state, question.text, read_messages)
+        # the pass points from the state and from an empty memory, and keeps the surer (engine.reply)
+        from_state = engine.point(state, question.text, read_messages)
+        alone = engine.point(engine.new_state(), question.text, read_messages)
+        pointed_alone = alone is not None and (from_state is None or alone.confidence > from_state.confidence)
         reading = engine.answer(engine.new_state(), sample.question, tail=[answering_message(sample)])
         reading_reply = engine.reply(engine.new_state(), sample.question, tail=[answering_message(sample)])
         stating = {i + 1 for i, m in enumerate(sample.history) if value in m["content"]}
@@ -84,7 +88,7 @@ def run_sample(engine: MemoryEngine, task: str, index: int, tokens: int, folder:
         "served": right(sample, served.answer) and served.source == "precomputed" and answered == 1,
         "reading": right(sample, reading), "reading_reply": right(sample, reading_reply.text),
         "sources": list(reread.sources), "read_stating": bool(stating & set(reread.sources)),
-        "pointed": pointed is not None, "confidence": None if pointed is None else round(pointed.confidence, 4),
+        "pointed": from_state is not None or alone is not None, "pointed_alone": pointed_alone,
         "extra_ms": round((t2 - t1 - (t1 - t0)) * 1000, 2), "pass_seconds": round(pass_seconds, 2),
         "answers": {
             "online": online.answer, "memory": memory.text, "reread": reread.text, "fresh": fresh.text, "reading": reading,
@@ -124,7 +128,8 @@ def main() -> None:
                 "model": engine.model_id,
             }
             for key in (
-                "online", "memory", "reread", "served", "fresh", "reading", "reading_reply", "read_stating", "pointed"
+                "online", "memory", "reread", "served", "fresh", "reading", "reading_reply", "read_stating", "pointed",
+                "pointed_alone",
             ):
                 summary[key] = sum(r[key] for r in rows)
             summary["extra_ms_median"] = statistics.median(r["extra_ms"] for r in rows)

@@ -177,9 +177,15 @@ class MemoryEngine:
         tail: Sequence[Mapping[str, str]] = (),
         max_new_tokens: int = ANSWER_TOKENS,
     ) -> Reply:
-        """The daemon's answer: the value pointed at in `tail` where the span reader finds it there, else generated;
-        with its confidence. `state` is unchanged."""
+        """The daemon's answer: the value pointed at in `tail` where the span reader finds it there (read after `state`
+        and from an empty memory: the surer of the two), else generated; with its confidence. `state` is unchanged."""
         pointed = self.point(state, question, tail)
+        if tail:
+            # the reader was fitted on windows read from an empty memory; a long history's state can blur them, so
+            # they are read from both, and the surer of the two answers
+            alone = self.point(self.new_state(), question, tail)
+            if alone is not None and (pointed is None or alone.confidence > pointed.confidence):
+                pointed = alone
         if pointed is not None:
             return pointed
         prompt = self.tokenizer.encode_messages(tail) + self.tokenizer.encode_prompt(question)

@@ -38,6 +38,21 @@ SIZES = (256, 512, 768, 1024)
 NULL_SHARE = 0.15
 # windows that are a few messages of the history (what a pass re-reads), not the whole of it
 EXCERPT_SHARE = 0.5
+# Windows with a mention of the asked attribute that states no value: the full-text search ranks such a message as
+# high as the statement, and "my {attr} is" before a word that is no value must not be pointed at. The reader's own
+# phrasings: none of the generator's chit-chat (its held-out split has such a mention, which stays unseen here).
+MENTIONS = (
+    "My {attr} is a mystery to me, to be honest.",
+    "My {attr} is written down somewhere at home.",
+    "My {attr} is on a sticky note that I lost.",
+    "My {attr} is the one thing I always mix up.",
+    "What was my {attr} again? I forget.",
+    "I need to look up my {attr} later.",
+    "Is my {attr} still the same? No idea.",
+    "My {attr} is not something I talk about much.",
+)
+MENTION_SHARE = 0.3
+MENTION_TASKS = ("chat", "passkey")
 
 
 @dataclass
@@ -60,10 +75,13 @@ def excerpt(rng: random.Random, messages: list[dict], stating: Sequence[int]) ->
 
 
 def example(
-    sample: Sample, query_index: int, tokenizer, drop_answer: bool, rng: random.Random | None = None
+    sample: Sample, query_index: int, tokenizer, drop_answer: bool, rng: random.Random | None = None,
+    mention: tuple[str, float] | None = None,
 ) -> Example | None:
     """One window from a sample's history (whole, or with `rng` an excerpt of it) and one of its questions; None
-    when the generator's value cannot be found as a whole token of any message (it then has no span to point at)."""
+    when the generator's value cannot be found as a whole token of any message (it then has no span to point at).
+    `mention`: (a MENTIONS template, where in the window from 0 to 1) adds a user message that names the asked
+    attribute without a value; the label stays the latest statement's value, or the null slot."""
     query = sample.queries[query_index]
     messages = sample.history.messages()
     pattern = _pattern(query.answer_value)
@@ -72,6 +90,10 @@ def example(
     stating = [i for i, m in enumerate(messages) if any(p.search(m["content"]) for p in patterns)]
     if rng is not None:
         messages = excerpt(rng, messages, stating)
+    if mention is not None:
+        template, where = mention
+        at = round(where * len(messages))
+        messages = [*messages[:at], {"role": "user", "content": template.format(attr=query.attribute)}, *messages[at:]]
     if drop_answer:
         # every statement of the asked fact, old values included: nothing left to point at
         messages = [m for m in messages if not any(p.search(m["content"]) for p in patterns)]
@@ -92,14 +114,18 @@ def example(
     return Example(window, inside[0], inside[-1], query.answer_value, rivals(sample))
 
 
-def draw_examples(rng: random.Random, n: int, split: str, tokenizer, null_share: float = NULL_SHARE) -> list[Example]:
+def draw_examples(
+    rng: random.Random, n: int, split: str, tokenizer, null_share: float = NULL_SHARE,
+    mention_share: float = MENTION_SHARE,
+) -> list[Example]:
     tasks, weights = zip(*TASKS.items())
     out: list[Example] = []
     while len(out) < n:
         task = rng.choices(tasks, weights)[0]
         sample = make_sample(task, rng.getrandbits(63), split=split, target_tokens=rng.choice(SIZES), **OPTIONS[task])
         short = rng if rng.random() < EXCERPT_SHARE else None
-        found = example(sample, rng.randrange(len(sample.queries)), tokenizer, rng.random() < null_share, short)
+        mention = (rng.choice(MENTIONS), rng.random()) if task in MENTION_TASKS and rng.random() < mention_share else None
+        found = example(sample, rng.randrange(len(sample.queries)), tokenizer, rng.random() < null_share, short, mention)
         if found is not None:
             out.append(found)
     return out
@@ -204,11 +230,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--heldout", type=int, default=200, help="held-out windows measured during and after")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--last-layer", action="store_true", help="read only the last block's output")
+    parser.add_argument("--measure-only", action="store_true", help="measure the model's own reader; fit nothing")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     path = resolve_model_path(args.model)
     engine = MemoryEngine.load(str(path), device="cpu")
     heldout = draw_examples(random.Random("reader:heldout"), args.heldout, "heldout", engine.tokenizer)
+    if args.measure_only:
+        if engine.reader is None:
+            raise SystemExit(f"{path} has no reader beside it ({reader_path(path)})")
+        hiddens = featurize(engine, [e.window for e in heldout], engine.reader.cfg.every_layer)
+        print(json.dumps({"model": engine.model_id, "heldout": measure(engine.reader, hiddens, heldout)}))
+        return
     examples = draw_examples(random.Random("reader:train"), args.pool, "train", engine.tokenizer)
     reader = fit(engine, examples, args.steps, args.batch, args.lr, heldout=heldout, every_layer=not args.last_layer)
     from sleeptime.models.checkpoint import model_digest

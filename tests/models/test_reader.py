@@ -178,3 +178,27 @@ def test_a_reader_fitted_to_another_model_is_left_out_with_a_warning(tiny_model_
     assert engine.reader is None
     assert "another model" in caplog.text
     assert engine.point(engine.new_state(), QUESTION, MESSAGES) is None
+
+
+def test_a_reply_points_from_the_state_and_from_an_empty_memory_and_keeps_the_surer(tiny_model_path, tmp_path):
+    """The reader was fitted on windows read from an empty memory; after a long history the state can blur them.
+    Each of these states gives its own pointing, and the reply keeps whichever of the two is surer."""
+    copy = fitted_reader_beside(tiny_model_path, tmp_path)
+    engine = MemoryEngine.load(str(copy), "cpu")
+    alone = engine.point(engine.new_state(), QUESTION, MESSAGES)
+    winners = set()
+    histories = ["the weather was fine " * 3, "My locker code is 9999. " * 5, "What is my locker code? " * 4,
+                 "1234567890 " * 20, "Hello there, how are you today? I am fine. " * 6]
+    for text in histories:
+        history = [{"role": "user", "content": text}]
+        state, _ = engine.consume(engine.new_state(), engine.tokenizer.encode_messages(history))
+        from_state = engine.point(state, QUESTION, MESSAGES)
+        reply = engine.reply(state, QUESTION, MESSAGES)
+        pointings = [p for p in (from_state, alone) if p is not None]
+        if not pointings:
+            assert reply.copied_from is None  # generated
+            continue
+        surer = max(pointings, key=lambda p: p.confidence)
+        assert reply == surer
+        winners.add("alone" if surer is alone else "state")
+    assert winners == {"alone", "state"}  # both ways were taken: the rule, not a constant, decided
