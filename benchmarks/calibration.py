@@ -5,7 +5,7 @@ Each row of reread.py holds, for one held-out question, the online answer (from 
 the precomputed one (re-read), each with its confidence and whether it was right. Both kinds count here, as the
 front end serves both.
 
-    python benchmarks/calibration.py docs/reread.jsonl docs/reread_passkey.jsonl --plot docs/calibration.png
+    python benchmarks/calibration.py docs/reread/*.jsonl --plot docs/calibration.png
 
 `--plot` draws the reliability diagram (needs matplotlib: `pip install -e ".[bench]"`).
 

@@ -17,7 +17,7 @@ question answered four ways, by the shipped model (with its span reader, where i
 A hit is a right answer by `training/scoring.right` (the value as a whole token, no rival value beside it). `extra_ms` is the re-read answer's time minus the memory-only
 answer's, per question (search, reading, the longer prefill). One SQLite database per sample, in a temp folder.
 
-    python benchmarks/reread.py --lengths 4096,32768 --n 40 --out docs/reread.jsonl
+    python benchmarks/reread.py --lengths 4096,32768 --n 40 --out docs/reread/chat.jsonl
 """
 
 from __future__ import annotations
