@@ -180,7 +180,7 @@ class MemoryEngine:
         """The daemon's answer: the value pointed at in `tail` where the span reader finds it there (read after `state`
         and from an empty memory: the surer of the two), else generated; with its confidence. `state` is unchanged."""
         pointed = self.point(state, question, tail)
-        if tail:
+        if tail and self.reader is not None:
             # the reader was fitted on windows read from an empty memory; a long history's state can blur them, so
             # they are read from both, and the surer of the two answers
             alone = self.point(self.new_state(), question, tail)
