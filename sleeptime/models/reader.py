@@ -86,6 +86,10 @@ class SpanReader(nn.Module):
         )
 
 
+# characters that join the parts of one code or name: "HR-60215", "r.achterberg", "7:05", "12/05", "a@b"
+JOINERS = frozenset("-_./@:")
+
+
 @dataclass
 class ReadWindow:
     """Messages then a question, encoded for the reader: which token is text of which message, and where."""
@@ -125,13 +129,24 @@ class ReadWindow:
     def text_of(self, first: int, last: int) -> str:
         """The stored text from token `first` to token `last` of one message, stripped, and widened to whole words:
         a value is a whole token (training/scoring.py), so a span that starts or ends inside a run of letters and
-        digits ("003" of "46003") takes the whole run."""
+        digits ("003" of "46003") takes the whole run, and so does one inside a code whose parts a joiner links
+        ("60215" of "HR-60215", "achterberg" of "r.achterberg")."""
         content = self.contents[self.message[first]]
         begin, end = self.spans[first][0], self.spans[last][1]
-        while begin > 0 and content[begin - 1].isalnum() and content[begin].isalnum():
-            begin -= 1
-        while 0 < end < len(content) and content[end].isalnum() and content[end - 1].isalnum():
-            end += 1
+        while begin > 0 and content[begin].isalnum():
+            if content[begin - 1].isalnum():
+                begin -= 1
+            elif begin > 1 and content[begin - 1] in JOINERS and content[begin - 2].isalnum():
+                begin -= 2
+            else:
+                break
+        while 0 < end < len(content) and content[end - 1].isalnum():
+            if content[end].isalnum():
+                end += 1
+            elif end + 1 < len(content) and content[end] in JOINERS and content[end + 1].isalnum():
+                end += 2
+            else:
+                break
         return content[begin:end].strip()
 
 

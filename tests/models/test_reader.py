@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from sleeptime.models.checkpoint import model_digest
+from sleeptime.models import engine as engine_module
 from sleeptime.models.engine import MemoryEngine
 from sleeptime.models.reader import (
     ReaderConfig,
@@ -53,6 +54,23 @@ def test_a_window_marks_message_text_as_candidates_and_copies_it_exactly():
     assert w.text_of(first + 1, first + 2) == "4821"
     assert w.text_of(*positions_of(w, 2, "ocker")) == "locker"
     assert w.text_of(*positions_of(w, 2, "7730, they")) == "7730, they"
+
+
+def test_a_span_inside_a_joined_code_is_widened_to_the_whole_code():
+    """A value is a whole token: the parts of a code that a joiner links are one ("60215" of "HR-60215"), while a
+    sentence's end or a comma still ends it."""
+    messages = [{"role": "user", "content": "The ticket is HR-60215, mail r.achterberg at 7:05. Code 4821."}]
+    w = ReadWindow.build(BYTES, messages, "What is the ticket?")
+
+    def at(part: str) -> tuple[int, int]:
+        return positions_of(w, 0, part)
+
+    assert w.text_of(*at("60215")) == "HR-60215"
+    assert w.text_of(*at("HR")) == "HR-60215"
+    assert w.text_of(*at("achter")) == "r.achterberg"
+    assert w.text_of(*at("05")) == "7:05"
+    assert w.text_of(*at("4821")) == "4821"  # the full stop ends the sentence, not a code
+    assert w.text_of(*at("60215, mail")) == "HR-60215, mail"
 
 
 def test_best_span_picks_the_most_probable_span_within_one_message_or_none():
@@ -180,9 +198,11 @@ def test_a_reader_fitted_to_another_model_is_left_out_with_a_warning(tiny_model_
     assert engine.point(engine.new_state(), QUESTION, MESSAGES) is None
 
 
-def test_a_reply_points_from_the_state_and_from_an_empty_memory_and_keeps_the_surer(tiny_model_path, tmp_path):
+def test_a_reply_points_from_the_state_and_from_an_empty_memory_and_keeps_the_surer(tiny_model_path, tmp_path, monkeypatch):
     """The reader was fitted on windows read from an empty memory; after a long history the state can blur them.
-    Each of these states gives its own pointing, and the reply keeps whichever of the two is surer."""
+    Each of these states gives its own pointing, and the reply keeps whichever of the two is surer (when no message
+    read alone answers: that rule is off here)."""
+    monkeypatch.setattr(engine_module, "NEWEST_MIN_SHARE", 1.01)
     copy = fitted_reader_beside(tiny_model_path, tmp_path)
     engine = MemoryEngine.load(str(copy), "cpu")
     alone = engine.point(engine.new_state(), QUESTION, MESSAGES)
@@ -202,3 +222,23 @@ def test_a_reply_points_from_the_state_and_from_an_empty_memory_and_keeps_the_su
         assert reply == surer
         winners.add("alone" if surer is alone else "state")
     assert winners == {"alone", "state"}  # both ways were taken: the rule, not a constant, decided
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 0.9, 1.01])
+def test_the_newest_message_that_answers_alone_wins(tiny_model_path, tmp_path, monkeypatch, share):
+    """An update restates an attribute with a new value: the newest message in which the reader, reading it alone,
+    finds an answer clearing the share gives the reply, whatever the whole window points at."""
+    monkeypatch.setattr(engine_module, "NEWEST_MIN_SHARE", share)
+    engine = MemoryEngine.load(str(fitted_reader_beside(tiny_model_path, tmp_path)), "cpu")
+    alone = [engine.point(engine.new_state(), QUESTION, [m]) for m in MESSAGES]
+    clearing = [i for i, p in enumerate(alone) if p is not None and p.confidence >= share]
+    newest = engine.point_newest(QUESTION, MESSAGES)
+    reply = engine.reply(engine.new_state(), QUESTION, MESSAGES)
+    if not clearing:
+        assert newest is None
+        assert reply == engine.point(engine.new_state(), QUESTION, MESSAGES) or reply.copied_from is None
+        return
+    index = clearing[-1]
+    assert newest.copied_from == index and newest.text == alone[index].text
+    assert newest.text in MESSAGES[index]["content"]
+    assert reply == newest
