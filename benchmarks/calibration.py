@@ -147,12 +147,16 @@ def main() -> None:
     odd = [s for s in scored if s.sample % 2 == 1]
     chosen = pick(even, args.target)
     print(f"\npicked on the even samples for precision >= {args.target} on each task: {chosen}")
-    if chosen is not None:
-        print("\n| samples | task | answered of asked | right | precision | coverage |")
+    # at the picked threshold, and at the shipped one: a threshold picked on an earlier run is tested on all of this one
+    for label, threshold in (("picked", chosen), ("shipped", args.default)):
+        if threshold is None:
+            continue
+        print(f"\nat the {label} threshold {threshold:g}:")
+        print("| samples | task | answered of asked | right | precision | coverage |")
         print("|---|---|---:|---:|---:|---:|")
         for name, part in (("odd", odd), ("all", scored)):
             for task in [*sorted({s.task for s in scored}), "all"]:
-                r = at_threshold([s for s in part if task in ("all", s.task)], chosen)
+                r = at_threshold([s for s in part if task in ("all", s.task)], threshold)
                 precision = "-" if r["precision"] is None else f"{r['precision']:.2f}"
                 print(f"| {name} | {task} | {r['answered']} of {r['asked']} | {r['right']} | {precision} | {r['coverage']:.2f} |")
     if args.plot:

@@ -13,8 +13,8 @@ from sleeptime import SleeptimeError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # answers the model gives a lower confidence than this are withheld ("I don't know that yet."); 0.0 never withholds
-# one. Chosen by measurement (benchmarks/calibration.py on benchmarks/reread.py's held-out rows): the lowest threshold
-# at which the shipped model's answers of each task were right at least nine times in ten (docs/benchmarks.md).
+# one. Chosen by measurement (benchmarks/calibration.py on benchmarks/reread.py's held-out rows), and tested on a
+# later run: docs/confidence.md.
 DEFAULT_MIN_CONFIDENCE = 0.9
 # the backends the schema and its tests cover; the URL is parsed for real by sleeptime.db
 DB_URL = re.compile(r"(sqlite|postgres|postgresql)(\+\w+)?://.*", re.DOTALL)

@@ -4,7 +4,7 @@ A generated answer's raw probability (that of its tokens and of the end that clo
 reads low: the demo model gives its right pass keys 0.1-0.2, because every byte of "The pass key is " counts. A
 calibration, fitted on held-out answers (training/calibrate.py) and kept beside the model (`name.calibration.json`),
 maps it through a logistic curve, sigmoid(scale * logp + shift), so that 0.9 means right about nine times in ten.
-Pointed answers keep the span reader's own probability, which is calibrated as it is (docs/confidence.md).
+Pointed answers keep the span reader's own probability; docs/confidence.md measures how far both can be trusted.
 """
 
 from __future__ import annotations
