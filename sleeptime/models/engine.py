@@ -181,20 +181,21 @@ class MemoryEngine:
         tail: Sequence[Mapping[str, str]] = (),
         max_new_tokens: int = ANSWER_TOKENS,
     ) -> Reply:
-        """The daemon's answer: the value pointed at in `tail` where the span reader finds it there (read after `state`
-        and from an empty memory: the surer of the two), else generated; with its confidence. `state` is unchanged."""
-        pointed = self.point(state, question, tail)
+        """The daemon's answer, with its confidence; `state` is unchanged. Where the span reader finds the value in
+        `tail`, it is copied from there: from the newest message that answers when read alone, else from all of `tail`
+        read after `state` and from an empty memory (the surer of the two). Otherwise it is generated."""
+        pointed = None
         if tail and self.reader is not None:
-            # the reader was fitted on windows read from an empty memory; a long history's state can blur them, so
-            # they are read from both, and the surer of the two answers
-            alone = self.point(self.new_state(), question, tail)
-            if alone is not None and (pointed is None or alone.confidence > pointed.confidence):
-                pointed = alone
-            # a fact's newest statement wins: given several statements of one attribute, the reader often points
-            # at an older one, while each message read alone it gets right (docs/reread.md)
-            newest = self.point_newest(question, tail)
-            if newest is not None:
-                pointed = newest
+            # a fact's newest statement wins: with several statements of one attribute in its window, the reader
+            # often points at an older one; read alone, the newest is more often right (docs/reread.md)
+            pointed = self.point_newest(question, tail)
+            if pointed is None:
+                # the reader was fitted on windows read from an empty memory; a long history's state can blur them,
+                # so they are read from both, and the surer of the two answers
+                from_state = self.point(state, question, tail)
+                alone = self.point(self.new_state(), question, tail)
+                candidates = [p for p in (from_state, alone) if p is not None]
+                pointed = max(candidates, key=lambda p: p.confidence, default=None)
         if pointed is not None:
             return pointed
         prompt = self.tokenizer.encode_messages(tail) + self.tokenizer.encode_prompt(question)
