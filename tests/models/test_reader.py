@@ -3,8 +3,8 @@ import logging
 import pytest
 import torch
 
-from sleeptime.models.checkpoint import model_digest
 from sleeptime.models import engine as engine_module
+from sleeptime.models.checkpoint import model_digest
 from sleeptime.models.engine import MemoryEngine
 from sleeptime.models.reader import (
     ReaderConfig,
