@@ -210,8 +210,9 @@ class MemoryEngine:
     def point_newest(self, question: str, messages: Sequence[Mapping[str, str]]) -> Reply | None:
         """The span pointed at in the newest of `messages` where the reader, reading that message alone from an empty
         memory, finds the answer with at least NEWEST_MIN_SHARE of its probability; None where none does."""
+        empty = self.new_state()  # `point` leaves the state it reads from as it was: one serves every message
         for index in range(len(messages) - 1, -1, -1):
-            found = self.point(self.new_state(), question, [messages[index]])
+            found = self.point(empty, question, [messages[index]])
             if found is not None and found.confidence >= NEWEST_MIN_SHARE:
                 return Reply(found.text, found.confidence, index)
         return None

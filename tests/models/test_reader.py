@@ -224,21 +224,27 @@ def test_a_reply_points_from_the_state_and_from_an_empty_memory_and_keeps_the_su
     assert winners == {"alone", "state"}  # both ways were taken: the rule, not a constant, decided
 
 
-@pytest.mark.parametrize("share", [0.0, 0.5, 0.9, 1.01])
-def test_the_newest_message_that_answers_alone_wins(tiny_model_path, tmp_path, monkeypatch, share):
+def test_the_newest_message_that_answers_alone_wins(tiny_model_path, tmp_path, monkeypatch):
     """An update restates an attribute with a new value: the newest message in which the reader, reading it alone,
     finds an answer clearing the share gives the reply, whatever the whole window points at."""
-    monkeypatch.setattr(engine_module, "NEWEST_MIN_SHARE", share)
     engine = MemoryEngine.load(str(fitted_reader_beside(tiny_model_path, tmp_path)), "cpu")
     alone = [engine.point(engine.new_state(), QUESTION, [m]) for m in MESSAGES]
-    clearing = [i for i, p in enumerate(alone) if p is not None and p.confidence >= share]
-    newest = engine.point_newest(QUESTION, MESSAGES)
-    reply = engine.reply(engine.new_state(), QUESTION, MESSAGES)
-    if not clearing:
-        assert newest is None
-        assert reply == engine.point(engine.new_state(), QUESTION, MESSAGES) or reply.copied_from is None
-        return
-    index = clearing[-1]
-    assert newest.copied_from == index and newest.text == alone[index].text
-    assert newest.text in MESSAGES[index]["content"]
-    assert reply == newest
+    window = engine.point(engine.new_state(), QUESTION, MESSAGES)
+    picked = set()
+    # a share at each message's own confidence, and one above them all: each makes another message the newest to clear
+    for share in sorted({p.confidence for p in alone if p is not None}) + [1.01]:
+        monkeypatch.setattr(engine_module, "NEWEST_MIN_SHARE", share)
+        clearing = [i for i, p in enumerate(alone) if p is not None and p.confidence >= share]
+        newest = engine.point_newest(QUESTION, MESSAGES)
+        reply = engine.reply(engine.new_state(), QUESTION, MESSAGES)
+        if not clearing:
+            assert newest is None
+            assert reply == window or reply.copied_from is None  # the window's pointing, else generated
+            picked.add(None)
+            continue
+        index = clearing[-1]
+        assert newest.copied_from == index and newest.text == alone[index].text
+        assert newest.text in MESSAGES[index]["content"]
+        assert reply == newest
+        picked.add(index)
+    assert len(picked) >= 3  # the newest message, an older one, none: the share, not the order alone, decided
