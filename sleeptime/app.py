@@ -16,7 +16,7 @@ from sleeptime import SleeptimeError
 from sleeptime.db import CheckpointInfo, InvalidInput, RunInfo, Store, head_revision
 from sleeptime.frontend.query import QueryEngine, QueryResult
 from sleeptime.jobs import worker
-from sleeptime.jobs.consolidate import Consolidation, Progress, consolidate
+from sleeptime.jobs.consolidate import Consolidation, Progress, consolidate, consolidate_many
 from sleeptime.models.paths import resolve_model_path
 from sleeptime.models.tokenizer import ROLES, Tokenizer, read_model_tokenizer
 from sleeptime.settings import Settings, load_settings
@@ -187,6 +187,34 @@ class App:
             replay_spans=self.settings.replay_spans, rehearse=self.settings.rehearse, fresh=fresh,
             reread=self.settings.reread,
         )
+
+    def consolidate_many(
+        self, contexts: Sequence[str], aborts: Sequence[Any] | None = None
+    ) -> list[Consolidation | BaseException]:
+        """A pass over each context, their new messages through the model as one batch (jobs/consolidate.py
+        consolidate_many); per context, its Consolidation or the exception that ended its pass."""
+        self.queries.flush_log()
+        aborts = list(aborts) if aborts is not None else [None] * len(contexts)
+        results: dict[str, Consolidation | BaseException] = {}
+        due, due_aborts = [], []
+        for context, abort in zip(contexts, aborts, strict=True):
+            try:
+                idle = self.store.pending(context).messages == 0 and not self.store.questions_due(context)
+                if idle:
+                    results[context] = Consolidation(context, False, self.store.head_checkpoint_meta(context), None, 0, 0)
+            except Exception as exc:  # noqa: BLE001 an unknown context is its own result, as in consolidate_many
+                results[context] = exc
+                continue
+            if not idle:
+                due.append(context)
+                due_aborts.append(abort)
+        if due:
+            passes = consolidate_many(
+                self.store, self.engine, due, aborts=due_aborts, replay_spans=self.settings.replay_spans,
+                rehearse=self.settings.rehearse, reread=self.settings.reread,
+            )
+            results.update(zip(due, passes, strict=True))
+        return [results[context] for context in contexts]
 
     def query(self, context: str, question: str) -> QueryResult:
         return self.queries.query(context, question)

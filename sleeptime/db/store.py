@@ -29,6 +29,7 @@ from sqlalchemy import (
     select,
     table,
     text,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -1098,8 +1099,10 @@ class Store:
                 select(m.Job.id).where(m.Job.kind == kind, m.Job.context_id == ctx.id, m.Job.status == "queued")
             )
 
-    def claim(self, worker_id: str, lease_seconds: float, *, max_attempts: int = 5) -> Job | None:
-        """Take the oldest runnable job and lease it to worker_id, or None.
+    def claim(
+        self, worker_id: str, lease_seconds: float, *, max_attempts: int = 5, kind: str | None = None
+    ) -> Job | None:
+        """Take the oldest runnable job (of `kind`, when given) and lease it to worker_id, or None.
 
         Runnable: queued, or running with an expired lease (its worker died). One job per context runs at a time.
         A job whose lease expired max_attempts times is marked failed instead of being handed out again.
@@ -1123,6 +1126,7 @@ class Store:
             .where(
                 or_(m.Job.status == "queued", and_(m.Job.status == "running", m.Job.lease_expires_at <= now)),
                 ~context_busy,
+                true() if kind is None else m.Job.kind == kind,
             )
             .order_by(m.Job.id)
             .limit(1)

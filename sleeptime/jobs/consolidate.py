@@ -29,7 +29,8 @@ import logging
 import time
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,6 +113,12 @@ class _Pass:
         self.extracted: dict[str, int] = {}
         # token offset (within this pass) where each consumed message starts, to map surprising spans to seqs
         self.offsets, self.seqs = array("q"), array("q")
+        self.messages = 0
+        # set by prepare(): the head's state, its version and cursor, the range's end, the run record
+        self.state: Any = None
+        self.parent: int | None = None
+        self.cursor = self.to_seq = 0
+        self.run_id: int | None = None
 
     def check(self) -> None:
         if self.abort is not None and self.abort.is_set():
@@ -140,11 +147,14 @@ class _Pass:
         return state, head.version, head.cursor_seq
 
     def on_segment(self, n: int) -> None:
+        self.count_tokens(n)
+        # inside the model loop: a second SIGTERM stops within one segment
+        self.check()
+
+    def count_tokens(self, n: int) -> None:
         self.done_tokens += n
         if self.progress is not None:
             self.progress(min(self.done_tokens, self.total_tokens), self.total_tokens)
-        # inside the model loop: a second SIGTERM stops within one segment
-        self.check()
 
     def feed(self, state: Any, stats: Any, tokens: list[int]) -> tuple[Any, Any]:
         return self.engine.consume(
@@ -162,8 +172,17 @@ class _Pass:
 
     def consume(self, state: Any, cursor: int, to_seq: int) -> tuple[Any, Any, int]:
         """Stream messages (cursor, to_seq] through the model; returns (state, stats, messages consumed)."""
+        stats = None
+        for tokens in self.pieces(cursor, to_seq):
+            state, stats = self.feed(state, stats, tokens)
+        self.report_done()
+        return state, stats, self.messages
+
+    def pieces(self, cursor: int, to_seq: int) -> Iterator[list[int]]:
+        """The tokens of messages (cursor, to_seq], read in bounded batches, as pieces of FEED_TOKENS (the last one
+        shorter); counts the messages into self.messages."""
         buffer: list[int] = []
-        stats, seq, count, offset = None, cursor, 0, 0
+        seq, offset = cursor, 0
         while seq < to_seq:
             batch = [m for m in self.store.messages_after(self.context, seq, limit=BATCH_MESSAGES) if m.seq <= to_seq]
             if not batch:
@@ -179,16 +198,17 @@ class _Pass:
                     self.history.extend(tokens)
                 if message.role == "user":
                     self.note_questions(extract_questions(message.content), message.seq)
-            seq, count = batch[-1].seq, count + len(batch)
+            seq, self.messages = batch[-1].seq, self.messages + len(batch)
             while len(buffer) >= FEED_TOKENS:
-                state, stats = self.feed(state, stats, buffer[:FEED_TOKENS])
+                yield buffer[:FEED_TOKENS]
                 del buffer[:FEED_TOKENS]
         if buffer:
-            state, stats = self.feed(state, stats, buffer)
+            yield buffer
+
+    def report_done(self) -> None:
         if self.progress is not None:
             # the total was read a moment after the range was fixed and may include a newer message
             self.progress(self.done_tokens, self.done_tokens)
-        return state, stats, count
 
     def note_questions(self, questions: list[str], seq: int) -> None:
         for question in questions:
@@ -252,23 +272,35 @@ class _Pass:
         return Consolidation(self.context, False, info, run_id, 0, 0, answered=added)
 
     def run(self) -> Consolidation:
-        state, parent, cursor = self.load_head()
-        to_seq = self.store.get_context(self.context).last_seq
-        if to_seq <= cursor:
-            if parent is None:
+        done = self.prepare()
+        if done is not None:
+            return done
+        return self.settle(lambda: self.publish(*self.consume(self.state, self.cursor, self.to_seq)))
+
+    def prepare(self) -> Consolidation | None:
+        """Load the head and fix the range of new messages, and start the run record. With no new message the pass
+        is done here (it answers any new questions for the head) and its Consolidation is returned."""
+        self.state, self.parent, self.cursor = self.load_head()
+        self.to_seq = self.store.get_context(self.context).last_seq
+        if self.to_seq <= self.cursor:
+            if self.parent is None:
                 return Consolidation(self.context, False, None, None, 0, 0)
-            return self.answer_new_questions(state, parent, cursor)
-        self.total_tokens = self.store.pending(self.context, after=cursor).tokens
-        run_id = self.store.start_run(self.context, parent, cursor, to_seq)
+            return self.answer_new_questions(self.state, self.parent, self.cursor)
+        self.total_tokens = self.store.pending(self.context, after=self.cursor).tokens
+        self.run_id = self.store.start_run(self.context, self.parent, self.cursor, self.to_seq)
+        return None
+
+    def settle(self, step: Callable[[], Consolidation]) -> Consolidation:
+        """Run the rest of a started pass; a failure closes its run record with how it ended, and is raised."""
         try:
-            return self.publish(run_id, state, parent, cursor, to_seq)
+            return step()
         except HeadConflict as exc:
-            self.close_run(run_id, "superseded", str(exc))
+            self.close_run(self.run_id, "superseded", str(exc))
             raise
         except BaseException as exc:
             # KeyboardInterrupt too: the run record says how it ended (a SIGKILL leaves it "running" until the next
             # pass or status finds the lock free and closes it as abandoned)
-            self.close_run(run_id, "failed", str(exc) or type(exc).__name__)
+            self.close_run(self.run_id, "failed", str(exc) or type(exc).__name__)
             raise
 
     def close_run(self, run_id: int, status: str, error: str) -> None:
@@ -278,8 +310,9 @@ class _Pass:
             # the context was forgotten meanwhile, its runs with it: the error that ended the pass is the one to raise
             log.info("run %d not closed: %s", run_id, exc)
 
-    def publish(self, run_id: int, state: Any, parent: int | None, cursor: int, to_seq: int) -> Consolidation:
-        state, stats, messages = self.consume(state, cursor, to_seq)
+    def publish(self, state: Any, stats: Any, messages: int) -> Consolidation:
+        """Replay, answer, rehearse and publish, after the new messages went into `state`."""
+        run_id, parent, cursor, to_seq = self.run_id, self.parent, self.cursor, self.to_seq
         replayed = 0
         if self.replay_spans:
             state, replayed = self.replay(state, stats)
@@ -330,3 +363,96 @@ def consolidate(
         if abandoned:
             log.warning("context %r: runs %s of a dead process closed as abandoned", context, abandoned)
         return _Pass(store, engine, context, progress, abort, replay_spans, rehearse, fresh, reread).run()
+
+
+def consolidate_many(
+    store: Store,
+    engine: Any,
+    contexts: Sequence[str],
+    *,
+    aborts: Sequence[Any] | None = None,
+    replay_spans: int = 0,
+    rehearse: bool = False,
+    reread: str = "state",
+) -> list[Consolidation | BaseException]:
+    """One pass over each of several contexts, their new messages fed through the model together
+    (engine.consume_many: one forward pass for every context whose state lines up). Each pass then answers and
+    publishes on its own, exactly as `consolidate` does, and holds its context's lock throughout; the locks are
+    taken in name order, so two batches never wait for each other in a cycle.
+
+    aborts[i] stops the pass over contexts[i] before it publishes. Returns, per context, its Consolidation or the
+    exception that ended its pass: one context's failure (a missing message, a head from another model, a rollback)
+    leaves the others to finish.
+    """
+    if len(set(contexts)) != len(contexts):
+        raise SleeptimeError("consolidate_many: each context once")
+    aborts = list(aborts) if aborts is not None else [None] * len(contexts)
+    results: dict[str, Consolidation | BaseException] = {}
+    with ExitStack() as locks:
+        passes = []
+        for context, abort in sorted(zip(contexts, aborts), key=lambda pair: pair[0]):
+            abandoned = locks.enter_context(store.pass_lock(context, stop=abort))
+            if abandoned is None:
+                results[context] = Aborted(f"consolidation of {context!r} aborted while waiting for the pass in progress")
+                continue
+            if abandoned:
+                log.warning("context %r: runs %s of a dead process closed as abandoned", context, abandoned)
+            one = _Pass(store, engine, context, None, abort, replay_spans, rehearse, False, reread)
+            try:
+                done = one.prepare()
+            except Exception as exc:  # noqa: BLE001 this context's failure is its result; the others go on
+                results[context] = exc
+                continue
+            if done is not None:
+                results[context] = done
+            else:
+                passes.append(one)
+        for one, outcome in zip(passes, _feed_together(engine, passes), strict=True):
+            if isinstance(outcome, BaseException):
+                results[one.context] = outcome
+                continue
+            try:
+                results[one.context] = one.settle(lambda one=one, outcome=outcome: one.publish(*outcome))
+            except Exception as exc:  # noqa: BLE001 as above
+                results[one.context] = exc
+    return [results[context] for context in contexts]
+
+
+def _feed_together(engine: Any, passes: list[_Pass]) -> list[tuple[Any, Any, int] | BaseException]:
+    """Each pass's new messages through the model, all passes in one batch, FEED_TOKENS per pass per round; returns
+    per pass (state, stats, messages) or the exception that ended it (its run record closed)."""
+    outcome: list[Any] = [None] * len(passes)
+    sources = [one.pieces(one.cursor, one.to_seq) for one in passes]
+    states = [one.state for one in passes]
+    stats: list[Any] = [None] * len(passes)  # each pass's ConsumeStats, from its first round on
+    live = set(range(len(passes)))
+
+    def end(i: int, exc: BaseException) -> None:
+        passes[i].close_run(passes[i].run_id, "failed", str(exc) or type(exc).__name__)
+        outcome[i] = exc
+        live.discard(i)
+
+    while live:
+        rows, pieces = [], []
+        for i in sorted(live):
+            try:
+                passes[i].check()
+                piece = next(sources[i], None)
+            except Exception as exc:  # noqa: BLE001 an abort or a missing message ends this pass only
+                end(i, exc)
+                continue
+            if piece is None:
+                passes[i].report_done()
+                outcome[i] = (states[i], stats[i], passes[i].messages)
+                live.discard(i)
+            else:
+                rows.append(i)
+                pieces.append(piece)
+        if rows:
+            fed = engine.consume_many(
+                [states[i] for i in rows], pieces, progress=[passes[i].count_tokens for i in rows],
+                stats=[stats[i] for i in rows], keep_spans=max(TOP_SPANS, *(passes[i].replay_spans for i in rows)),
+            )
+            for i, (state, row_stats) in zip(rows, fed, strict=True):
+                states[i], stats[i] = state, row_stats
+    return outcome

@@ -1,6 +1,7 @@
 """What the jobs need of the App, as a Protocol: jobs/ never imports sleeptime.app (the App imports jobs/), so the
 two cannot form an import circle. `sleeptime.app.App` is the one implementation."""
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from sleeptime.db import Store
@@ -14,6 +15,10 @@ class Host(Protocol):
 
     def consolidate(self, context: str, progress: Any = None, abort: Any = None, fresh: bool = False) -> Consolidation:
         ...
+
+    def consolidate_many(
+        self, contexts: Sequence[str], aborts: Sequence[Any] | None = None
+    ) -> list[Consolidation | BaseException]: ...
 
     def enqueue(self, kind: str, context: str, payload: dict[str, Any] | None = None) -> int: ...
 

@@ -8,12 +8,13 @@ head, and the queue runs one job per context at a time.
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 from sleeptime import SleeptimeError
 from sleeptime.db import HeadConflict, Job
-from sleeptime.jobs.consolidate import Aborted
+from sleeptime.jobs.consolidate import Aborted, Consolidation
 from sleeptime.jobs.host import Host
 
 log = logging.getLogger(__name__)
@@ -107,26 +108,79 @@ class Worker:
                 self.wake.clear()
 
     def run_once(self) -> bool:
-        """Claim and run one job; False when there was none (or the queue could not be read)."""
+        """Claim and run one job, or a batch of consolidations (batch_contexts); False when there was none (or the
+        queue could not be read)."""
+        jobs: list[Job] = []
         try:
             job = self.store.claim(self.id, self.lease)
+            jobs = [job] if job is not None else []
+            # more due contexts join a consolidation, to go through the model together
+            while jobs and job.kind == CONSOLIDATE and len(jobs) < self.app.settings.batch_contexts:
+                more = self.store.claim(self.id, self.lease, kind=CONSOLIDATE)
+                if more is None:
+                    break
+                jobs.append(more)
         except Exception:
             log.exception("claim failed", extra={"event": "claim_failed", "worker": self.id})
+            # jobs already claimed still run (their leases would only expire)
+        if not jobs:
             return False
-        if job is None:
-            return False
-        self.execute(job)
+        if len(jobs) == 1:
+            self.execute(jobs[0])
+        else:
+            self.execute_consolidations(jobs)
         return True
 
     def execute(self, job: Job) -> None:
-        lost, done = threading.Event(), threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(job, lost, done), name=f"heartbeat-{job.id}", daemon=True)
-        beat.start()
-        fields = {"job": job.id, "kind": job.kind, "context": job.context, "worker": self.id, "attempt": job.attempts}
-        log.info("job started", extra={"event": "job_started", **fields})
-        started = time.monotonic()
+        with self._leases([job]) as [lost]:
+            started = self._started(job)
+            self._settle(job, lost, started, lambda: self._dispatch(job, _Either(self.abort, lost)))
+
+    def execute_consolidations(self, jobs: list[Job]) -> None:
+        """Consolidation jobs on different contexts, as one batch through the model (App.consolidate_many); each job
+        is settled on its own, as `execute` settles one."""
+        with self._leases(jobs) as losts:
+            started = [self._started(job) for job in jobs]
+            try:
+                for job in jobs:
+                    self._abandon_earlier_attempt(job)
+                aborts = [_Either(self.abort, lost) for lost in losts]
+                results: list = self.app.consolidate_many([job.context for job in jobs], aborts=aborts)
+            except Exception as exc:  # noqa: BLE001 the database failed before any pass ran: every job failed
+                results = [exc] * len(jobs)
+            for job, lost, since, result in zip(jobs, losts, started, results, strict=True):
+                self._settle(job, lost, since, lambda job=job, result=result: self._consolidated(job, result))
+
+    @contextmanager
+    def _leases(self, jobs: list[Job]) -> Iterator[list[threading.Event]]:
+        """Keep the jobs' leases alive for the block; yields one event per job, set if its lease was lost."""
+        done = threading.Event()
+        losts, beats = [], []
+        for job in jobs:
+            lost = threading.Event()
+            beat = threading.Thread(target=self._heartbeat, args=(job, lost, done), name=f"heartbeat-{job.id}", daemon=True)
+            beat.start()
+            losts.append(lost)
+            beats.append(beat)
         try:
-            outcome = self._dispatch(job, _Either(self.abort, lost))
+            yield losts
+        finally:
+            done.set()
+            for beat in beats:
+                beat.join()
+
+    def _fields(self, job: Job) -> dict:
+        return {"job": job.id, "kind": job.kind, "context": job.context, "worker": self.id, "attempt": job.attempts}
+
+    def _started(self, job: Job) -> float:
+        log.info("job started", extra={"event": "job_started", **self._fields(job)})
+        return time.monotonic()
+
+    def _settle(self, job: Job, lost: threading.Event, started: float, run: Callable[[], dict]) -> None:
+        """Run the job's work (or take its result) and record how the job ended."""
+        fields = self._fields(job)
+        try:
+            outcome = run()
             self.store.complete(job.id, self.id)
             log.info("job done", extra={"event": "job_done", **fields, **outcome, "seconds": _since(started)})
         except Aborted:
@@ -141,9 +195,6 @@ class Worker:
             expected = isinstance(exc, SleeptimeError)
             extra = {"event": "job_failed", **fields, "error": str(exc), "seconds": _since(started)}
             log.error("job failed", exc_info=not expected, extra=extra)
-        finally:
-            done.set()
-            beat.join()
 
     def _aborted(self, job: Job, lost: threading.Event, fields: dict) -> None:
         if lost.is_set():
@@ -161,11 +212,19 @@ class Worker:
         return handler(job, abort)
 
     def _consolidate(self, job: Job, abort: _Either) -> dict:
+        self._abandon_earlier_attempt(job)
+        return self._consolidated(job, self.app.consolidate(job.context, abort=abort))
+
+    def _abandon_earlier_attempt(self, job: Job) -> None:
         if job.attempts > 1:
             # an earlier attempt's lease expired: its worker died, leaving its run record "running"
             reason = f"the lease of job {job.id} expired; attempt {job.attempts} took over"
             self.store.abandon_runs(job.context, reason)
-        result = self.app.consolidate(job.context, abort=abort)
+
+    def _consolidated(self, job: Job, result: Consolidation | BaseException) -> dict:
+        """The job's outcome from its pass's result (an exception is raised, for _settle to record)."""
+        if isinstance(result, BaseException):
+            raise result
         if not result.published:
             return {"published": False}
         self.app.enqueue(PRUNE, job.context)

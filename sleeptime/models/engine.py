@@ -20,7 +20,7 @@ from sleeptime.models import checkpoint, decode
 from sleeptime.models.calibration import Calibration, CalibrationError, calibration_path, load_calibration
 from sleeptime.models.paths import SHIPPED_DIR, resolve_model_path, shipped_model_path  # noqa: F401 (re-exported)
 from sleeptime.models.reader import ReaderError, ReadWindow, SpanReader, best_span, collate, load_reader, reader_path
-from sleeptime.models.titans import ModelConfig, TitansLM
+from sleeptime.models.titans import ModelConfig, TitansLM, split_state, stack_states, state_structure
 from sleeptime.models.tokenizer import ANSWER_TOKENS, BYTES, Tokenizer
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,15 @@ class ConsumeStats:
     def mean_surprise(self) -> float:
         return self.surprise_sum / self.tokens if self.tokens else 0.0
 
+    def note(self, nll: torch.Tensor, length: int, span: int, keep_spans: int) -> None:
+        """Count a fed piece of `length` tokens, with the next-token losses `nll` [length - 1] within it."""
+        self.surprise_sum += float(nll.sum())
+        self.tokens += length
+        for s in range(0, nll.shape[0], span):
+            window = nll[s : s + span]
+            self.spans.append((float(window.mean()), self.tokens - length + s, int(window.shape[0]) + 1))
+        self.spans = sorted(self.spans, reverse=True)[:keep_spans]
+
     def replay_spans(self, top: int) -> list[tuple[float, int, int]]:
         """Sleep replay's choice: the `top` most surprising spans, in their order in the history."""
         return sorted(sorted(self.spans, reverse=True)[:top], key=lambda span: span[1])
@@ -52,6 +61,26 @@ def pick_device(device: str = "auto") -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but no CUDA device is available")
     return device
+
+
+@dataclass
+class _Row:
+    """One state's part of `consume_many`: its state so far, the tokens it has still to take."""
+
+    state: dict
+    tokens: torch.Tensor
+    stats: ConsumeStats
+    progress: Callable[[int], None] | None
+    done: int = 0
+
+    @property
+    def left(self) -> int:
+        return self.tokens.shape[0] - self.done
+
+    def take(self, n: int) -> torch.Tensor:
+        """The next n tokens, as a batch of one row [1, n]."""
+        self.done += n
+        return self.tokens[self.done - n : self.done].unsqueeze(0)
 
 
 @dataclass(frozen=True)
@@ -129,27 +158,87 @@ class MemoryEngine:
     ) -> tuple[dict, ConsumeStats]:
         """Feed tokens through every layer; the memories learn them. Memory use is bounded by the segment size.
 
-        tokens: a sequence of ids for a state of batch 1, or a LongTensor [B, T] for a state of batch B.
+        tokens: a sequence of ids for a state of batch 1, or a LongTensor [B, T] for a state of batch B (the stats
+        then average the rows).
         """
         stats = stats or ConsumeStats()
         if isinstance(tokens, torch.Tensor):
             data = tokens.to(self.device, torch.long)
         else:
             data = torch.tensor(list(tokens), dtype=torch.long, device=self.device).unsqueeze(0)
+        state = self._feed(state, data, [stats], [progress], span, keep_spans, per_row=False)
+        return state, stats
+
+    @torch.no_grad()
+    def consume_many(
+        self,
+        states: Sequence[dict],
+        tokens: Sequence[Sequence[int]],
+        progress: Sequence[Callable[[int], None] | None] | None = None,
+        stats: Sequence[ConsumeStats | None] | None = None,
+        keep_spans: int = 8,
+    ) -> list[tuple[dict, ConsumeStats]]:
+        """`consume` for several independent states (one per context), in as few forward passes as it can: rows whose
+        states have the same structure (titans.stack_states) go through the model as one batch, whole periods of the
+        model (a memory chunk, a segment) at a time. A row catches up alone to the next period boundary, where states
+        line up, and feeds its last partial period alone; a row with more tokens than the others of its batch goes on
+        in the next round. Each row comes out as if consumed alone, up to rounding.
+        The states are unchanged; stats[i] (new where None) goes on counting row i; progress[i] is called with row
+        i's tokens done after each segment that fed it."""
+        stats = [row or ConsumeStats() for row in stats] if stats is not None else [ConsumeStats() for _ in states]
+        progress = list(progress) if progress is not None else [None] * len(states)
+        if not len(states) == len(tokens) == len(stats) == len(progress):
+            raise ValueError("consume_many needs one token sequence, stats and progress per state")
+        rows = [
+            _Row(state, torch.tensor(list(ids), dtype=torch.long, device=self.device), stat, call)
+            for state, ids, stat, call in zip(states, tokens, stats, progress)
+        ]
+        period = math.lcm(self.config.segment, self.config.memory.chunk_size)
+
+        def alone(row: _Row, n: int) -> None:
+            row.state = self._feed(row.state, row.take(n), [row.stats], [row.progress], keep_spans=keep_spans)
+
+        while live := [row for row in rows if row.left]:
+            for row in live:
+                if lag := -row.state["position"] % period:
+                    alone(row, min(lag, row.left))
+            groups: dict[tuple, list[_Row]] = {}
+            for row in live:
+                if 0 < row.left < period:  # a last piece shorter than the period: no other row can line up with it
+                    alone(row, row.left)
+                elif row.left:
+                    groups.setdefault(state_structure(row.state), []).append(row)
+            for group in groups.values():
+                if len(group) == 1:
+                    alone(group[0], group[0].left)
+                    continue
+                # whole periods that every row has, so that the rows still line up after; more in the next round
+                n = min(row.left for row in group) // period * period
+                data = torch.cat([row.take(n) for row in group])
+                batched = self._feed(
+                    stack_states([row.state for row in group]), data, [row.stats for row in group],
+                    [row.progress for row in group], keep_spans=keep_spans,
+                )
+                for row, state in zip(group, split_state(batched, len(group)), strict=True):
+                    row.state = state
+        return [(row.state, row.stats) for row in rows]
+
+    def _feed(
+        self, state: dict, data: torch.Tensor, stats: list[ConsumeStats], progress: list[Callable[[int], None] | None],
+        span: int = 256, keep_spans: int = 8, per_row: bool = True,
+    ) -> dict:
+        """Feed data [B, T] one segment at a time; stats[i] and progress[i] follow row i (per_row), or stats[0] and
+        progress[0] the mean over the rows."""
         for start in range(0, data.shape[1], self.segment_tokens):
             piece = data[:, start : start + self.segment_tokens]
             logits, _, state = self.model(piece, state)
             # surprise of token i+1 given the prefix; the first token of the piece has no prediction in this call
-            nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), piece[:, 1:], reduction="none").mean(0)
-            stats.surprise_sum += float(nll.sum())
-            stats.tokens += piece.shape[1]  # per row
-            for s in range(0, nll.shape[0], span):
-                window = nll[s : s + span]
-                stats.spans.append((float(window.mean()), stats.tokens - piece.shape[1] + s, int(window.shape[0]) + 1))
-            stats.spans = sorted(stats.spans, reverse=True)[:keep_spans]
-            if progress:
-                progress(piece.shape[1])
-        return state, stats
+            nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), piece[:, 1:], reduction="none")
+            for row_stats, row_nll, call in zip(stats, nll if per_row else nll.mean(0, keepdim=True), progress):
+                row_stats.note(row_nll, piece.shape[1], span, keep_spans)
+                if call:
+                    call(piece.shape[1])
+        return state
 
     def rehearse(self, state: dict, exchanges: Sequence[tuple[str, str]]) -> tuple[dict, int]:
         """Rehearsal: feed each (question, answer) as one user/assistant exchange, in order; an empty answer is

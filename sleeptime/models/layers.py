@@ -56,15 +56,27 @@ class CausalConv(nn.Module):
         return y, x[:, -(k - 1) :]
 
 
+def positions_of(position: int | Tensor, T: int, device: torch.device) -> Tensor:
+    """The absolute positions of the next T tokens: [T] after a state's position, or [B, T] after a batched state's
+    per-row positions (several contexts fed as one batch, models/titans.py stack_states)."""
+    steps = torch.arange(T, device=device)
+    if isinstance(position, Tensor):
+        return position.to(device)[:, None] + steps
+    return steps + position
+
+
 def rope_tables(positions: Tensor, dim: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
-    """cos/sin for absolute positions [T]; computed in float64 so that positions in the millions keep their phase."""
+    """cos/sin [..., T, D/2] for absolute positions [..., T]; computed in float64 so that positions in the millions
+    keep their phase."""
     inv = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float64, device=positions.device) / dim))
-    angles = positions.to(torch.float64)[:, None] * inv[None, :]
+    angles = positions.to(torch.float64)[..., None] * inv
     return angles.cos().float(), angles.sin().float()
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """x [B, H, T, D]; cos, sin [T, D/2]."""
+    """x [B, H, T, D]; cos, sin [T, D/2], or [B, T, D/2] for per-row positions."""
+    if cos.dim() == 3:
+        cos, sin = cos[:, None], sin[:, None]
     x1, x2 = x[..., 0::2], x[..., 1::2]
     out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
     return out.flatten(-2).to(x.dtype)
@@ -83,19 +95,17 @@ class SlidingWindowAttention(nn.Module):
         self.out = nn.Linear(dim, dim, bias=False)
         self.persistent_kv = nn.Parameter(torch.randn(2, heads, persistent, self.head_dim) * 0.02)
 
-    def forward(self, x: Tensor, position: int, cache: dict | None) -> tuple[Tensor, dict]:
+    def forward(self, x: Tensor, position: int | Tensor, cache: dict | None) -> tuple[Tensor, dict]:
         B, T, C = x.shape
         H, D = self.heads, self.head_dim
         q, k, v = self.qkv(x).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # each [B, H, T, D]
-        pos = torch.arange(position, position + T, device=x.device)
-        cos, sin = rope_tables(pos, D)
+        cos, sin = rope_tables(positions_of(position, T, x.device), D)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache:
             k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
-        # cached keys are the tokens just before this call, so their positions follow from their count
-        pos_all = torch.arange(position + T - k.shape[2], position + T, device=x.device)
-        # band mask by absolute position: key j is visible to query i when i - window < j <= i
-        diff = pos[:, None] - pos_all[None, :]
+        # the band mask, by position relative to this call's first token (cached keys are the tokens just before
+        # it, at -1, -2, ...): key j is visible to query i when i - window < j <= i
+        diff = torch.arange(T, device=x.device)[:, None] - torch.arange(T - k.shape[2], T, device=x.device)[None, :]
         visible = (diff >= 0) & (diff < self.window)
         P = self.persistent_kv.shape[2]
         pk = self.persistent_kv[0].unsqueeze(0).expand(B, -1, -1, -1)

@@ -18,13 +18,22 @@ each followed by x + MLP(x).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sleeptime.models.layers import MLP, RMSNorm, SlidingWindowAttention, apply_rope, init_linear, rope_tables
+from sleeptime.models.layers import (
+    MLP,
+    RMSNorm,
+    SlidingWindowAttention,
+    apply_rope,
+    init_linear,
+    positions_of,
+    rope_tables,
+)
 from sleeptime.models.memory import MemoryConfig, NeuralMemory
 from sleeptime.models.tokenizer import VOCAB_SIZE
 
@@ -51,18 +60,20 @@ class MemoryAsContext(nn.Module):
     def initial_state(self, batch: int) -> dict:
         return {"mem": self.memory.initial_state(batch), "snapshot": None, "seg": None}
 
-    def forward(self, x: Tensor, position: int, state: dict) -> tuple[Tensor, dict]:
+    def forward(self, x: Tensor, position: int | Tensor, state: dict) -> tuple[Tensor, dict]:
         outputs, start = [], 0
         T = x.shape[1]
+        # the rows of a batched state share their place in the segment (stack_states): row 0's stands for all
+        phase = position if isinstance(position, int) else int(position[0])
         while start < T:
-            offset = (position + start) % self.segment
+            offset = (phase + start) % self.segment
             stop = min(T, start + self.segment - offset)
             y, state = self._piece(x[:, start:stop], position + start, offset, state)
             outputs.append(y)
             start = stop
         return torch.cat(outputs, dim=1), state
 
-    def _piece(self, x: Tensor, position: int, offset: int, state: dict) -> tuple[Tensor, dict]:
+    def _piece(self, x: Tensor, position: int | Tensor, offset: int, state: dict) -> tuple[Tensor, dict]:
         B, T, C = x.shape
         H, D = self.heads, self.head_dim
         mem_state, seg = state["mem"], state["seg"]
@@ -70,8 +81,7 @@ class MemoryAsContext(nn.Module):
         if offset == 0:
             seg = None
         h = self.memory.retrieve(x, {"memory": snapshot})
-        pos = torch.arange(position, position + T, device=x.device)
-        cos, sin = rope_tables(pos, D)
+        cos, sin = rope_tables(positions_of(position, T, x.device), D)
         q, kx, vx = self.qkv(x).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)
         _, kh, vh = self.qkv(h).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)
         q, kx, kh = apply_rope(q, cos, sin), apply_rope(kx, cos, sin), apply_rope(kh, cos, sin)
@@ -239,8 +249,9 @@ class TitansLM(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def split_state(state: dict) -> list[dict]:
-    """A batched state as one state per row: every tensor in a state has the batch first."""
+def split_state(state: dict, rows: int | None = None) -> list[dict]:
+    """A batched state as one state per row: every tensor in a state has the batch first. `rows` gives the batch
+    size of a state that holds no tensor yet."""
     from sleeptime.kernels.reference import TitansState
 
     def pick(obj, i):
@@ -254,9 +265,88 @@ def split_state(state: dict) -> list[dict]:
             return [pick(v, i) for v in obj]
         return obj
 
-    first = state["layers"][0]
-    batch = _batch_size(first)
-    return [pick(state, i) for i in range(batch)]
+    batch = rows if rows is not None else _batch_size(state["layers"][0])
+    position = state["position"]
+    rows = [pick(state, i) for i in range(batch)]
+    if isinstance(position, Tensor):  # per-row positions (stack_states)
+        for i, row in enumerate(rows):
+            row["position"] = int(position[i])
+    return rows
+
+
+class IncompatibleStates(ValueError):
+    """States that cannot share one batch: their caches or unfinished chunks differ in size."""
+
+
+def stack_states(states: Sequence[dict]) -> dict:
+    """Several states as one batched state, the inverse of split_state: one forward pass then feeds every row.
+
+    The rows need the same structure: caches equally full and unfinished memory chunks of one length, which holds for
+    states at the same place in the memory's chunk and the model's segment. Their positions may differ (the state
+    then carries one per row, for RoPE): attention masks and chunking depend on relative positions only.
+    Raises IncompatibleStates otherwise.
+    """
+    from sleeptime.kernels.reference import TitansState
+
+    def join(objs: list, where: str):
+        first = objs[0]
+        if isinstance(first, Tensor):
+            if any(not isinstance(o, Tensor) or o.shape[1:] != first.shape[1:] for o in objs):
+                raise IncompatibleStates(f"{where}: tensors of different shapes")
+            return torch.cat(objs, 0)
+        if isinstance(first, TitansState):
+            return TitansState(
+                join([o.weights for o in objs], where + ".weights"),
+                join([o.momentum for o in objs], where + ".momentum"),
+                join([o.pending for o in objs], where + ".pending"),
+            )
+        if isinstance(first, dict):
+            if any(not isinstance(o, dict) or o.keys() != first.keys() for o in objs):
+                raise IncompatibleStates(f"{where}: different entries")
+            return {k: join([o[k] for o in objs], f"{where}.{k}") for k in first}
+        if isinstance(first, list):
+            if any(not isinstance(o, list) or len(o) != len(first) for o in objs):
+                raise IncompatibleStates(f"{where}: lists of different lengths")
+            return [join([o[i] for o in objs], f"{where}[{i}]") for i in range(len(first))]
+        if any(o != first for o in objs):
+            raise IncompatibleStates(f"{where}: {first!r} against {objs!r}")
+        return first
+
+    if not states:
+        raise ValueError("no state to stack")
+    positions = [p for state in states for p in _positions(state)]
+    layers = join([s["layers"] for s in states], "layers")
+    same = all(p == positions[0] for p in positions)
+    position = positions[0] if same else torch.tensor(positions, dtype=torch.long)
+    return {"position": position, "layers": layers}
+
+
+def state_structure(state: dict) -> tuple:
+    """What must agree for states to stack (stack_states): every entry's shape beyond the batch, in order."""
+    from sleeptime.kernels.reference import TitansState
+
+    def walk(obj):
+        if isinstance(obj, Tensor):
+            return tuple(obj.shape[1:])
+        if isinstance(obj, TitansState):
+            return (walk(obj.weights), walk(obj.momentum), walk(obj.pending))
+        if isinstance(obj, dict):
+            return tuple((k, walk(v)) for k, v in obj.items())
+        if isinstance(obj, list):
+            return tuple(walk(v) for v in obj)
+        return obj
+
+    return walk(state["layers"])
+
+
+def _positions(state: dict) -> list[int]:
+    position = state["position"]
+    if isinstance(position, Tensor):
+        return position.tolist()
+    try:
+        return [position] * _batch_size(state["layers"][0])
+    except ValueError:  # no tensor yet (attention alone, before its first token): one row
+        return [position]
 
 
 def _batch_size(obj) -> int:

@@ -1,6 +1,7 @@
 import threading
 
 import pytest
+import torch
 from safetensors.torch import load
 
 from sleeptime.db import CorruptCheckpoint, HeadConflict, UnknownContext, normalize_question
@@ -314,3 +315,49 @@ def test_fresh_rebuilds_a_context_stuck_on_another_model(app, store):
     assert info.meta["fresh"] and info.meta["messages"] == 8 and info.meta["from_seq"] == 0
     assert app.query("c", "what is blue?").checkpoint == 2
     assert not app.consolidate("c").published
+
+
+def test_passes_fed_together_publish_what_passes_one_at_a_time_publish(make_app, store):
+    app = make_app()
+    # the same histories twice: "one-*" consolidated one at a time, "many-*" together; some already have a head
+    for name in ("a", "b", "c", "d"):
+        for prefix in ("one", "many"):
+            app.ingest(f"{prefix}-{name}", transcript(10 + 7 * ord(name) % 23, seed=ord(name), words=40))
+    for prefix in ("one", "many"):
+        app.consolidate(f"{prefix}-b")
+        app.ingest(f"{prefix}-b", transcript(9, seed=11, words=50))
+        app.anticipate(f"{prefix}-c", ["Where is the river?"])
+    alone = {name: app.consolidate(f"one-{name}") for name in "abcd"}
+    together = dict(zip("abcd", app.consolidate_many([f"many-{name}" for name in "abcd"]), strict=True))
+
+    for name in "abcd":
+        one, many = alone[name].checkpoint, together[name].checkpoint
+        assert together[name].published and (many.version, many.cursor_seq) == (one.version, one.cursor_seq)
+        for key in ("tokens", "bytes", "messages", "from_seq", "to_seq", "questions"):
+            assert many.meta[key] == one.meta[key], key
+        state_one = load(store.load_checkpoint(f"one-{name}", one.version).payload)
+        state_many = load(store.load_checkpoint(f"many-{name}", many.version).payload)
+        assert state_one.keys() == state_many.keys()
+        assert all(torch.allclose(state_one[k], state_many[k], atol=1e-5) for k in state_one if state_one[k].is_floating_point())
+        answers = {(a.question, a.answer) for a in store.list_precomputed(f"one-{name}", one.version)}
+        assert answers == {(a.question, a.answer) for a in store.list_precomputed(f"many-{name}", many.version)}
+        assert store.last_run(f"many-{name}").status == "published"
+
+
+def test_one_failed_pass_leaves_the_others_of_its_batch_to_publish(make_app, store):
+    app = make_app()
+    for name in ("good", "foreign", "stopped", "idle"):
+        app.ingest(name, transcript(12, seed=len(name)))
+    app.consolidate("idle")
+    store.publish_checkpoint("foreign", None, 1, "other-model", b"state", {})
+    app.ingest("foreign", transcript(2))
+    stop = threading.Event()
+    stop.set()
+    results = app.consolidate_many(["good", "foreign", "stopped", "idle", "nobody"], aborts=[None, None, stop, None, None])
+    good, foreign, stopped, idle, nobody = results
+    assert good.published and store.get_context("good").head_version == 1
+    assert isinstance(foreign, ModelMismatch) and store.get_context("foreign").head_version == 1
+    assert isinstance(stopped, Aborted) and store.get_context("stopped").head_version is None
+    assert store.last_run("stopped").status == "failed"
+    assert not idle.published and idle.checkpoint.version == 1
+    assert isinstance(nobody, UnknownContext)

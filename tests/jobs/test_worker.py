@@ -105,3 +105,26 @@ def test_a_zero_history_setting_keeps_everything(make_app, store, clock):
     clock.advance(10 * 365 * 86400)
     app.collect_garbage()
     assert store.recent_questions("c") == ["what happened?"]
+
+
+def test_a_worker_consolidates_due_contexts_together(make_app, store):
+    app = make_app(batch_contexts=3)
+    for name in ("a", "b", "c", "d"):
+        app.ingest(name, transcript(6, seed=ord(name)))
+    store.enqueue(PRUNE, "a")  # not a consolidation: it runs on its own
+    for name in ("a", "b", "c", "d"):
+        store.enqueue(CONSOLIDATE, name)
+    fed = []
+    consume_many = app.engine.consume_many
+    app.engine.consume_many = lambda states, *args, **kwargs: fed.append(len(states)) or consume_many(states, *args, **kwargs)
+    worker = worker_for(app)
+
+    def consolidations():
+        return [(j.context, j.status) for j in store.list_jobs() if j.kind == CONSOLIDATE]
+
+    assert worker.run_once() and fed == [] and consolidations()[0] == ("a", "queued")
+    assert worker.run_once()  # three consolidations, one batch through the model
+    assert fed == [3] and consolidations() == [("a", "done"), ("b", "done"), ("c", "done"), ("d", "queued")]
+    assert all(store.get_context(name).head_version == 1 for name in "abc")
+    assert worker.run_once() and fed == [3]  # the fourth, alone
+    assert store.get_context("d").head_version == 1

@@ -197,3 +197,21 @@ def test_writes_below_the_floor_leave_only_the_decay():
     before, after = start["layers"][0]["mem"]["memory"], state["layers"][0]["mem"]["memory"]
     kept = torch.exp(torch.log1p(-alpha).sum(-1))  # [H]
     torch.testing.assert_close(after[0], before[0] * kept[:, None, None], rtol=1e-5, atol=1e-6)
+
+
+def test_states_stack_and_split_back():
+    from sleeptime.models.titans import IncompatibleStates, split_state, stack_states
+
+    torch.manual_seed(0)
+    model = TitansLM(tiny("mal", "delta"))
+    states = []
+    for n in (16, 32, 24):  # whole memory chunks, full attention caches: one structure, three positions
+        _, _, state = model(torch.randint(0, 256, (1, n)), model.initial_state(1))
+        states.append(state)
+    stacked = stack_states(states)
+    assert stacked["position"].tolist() == [16, 32, 24]
+    for row, state in zip(split_state(stacked), states, strict=True):
+        assert row["position"] == state["position"]
+        assert torch.equal(row["layers"][0]["mem"]["conv"], state["layers"][0]["mem"]["conv"])
+    with pytest.raises(IncompatibleStates):  # empty caches against full ones
+        stack_states([states[0], model.initial_state(1)])
