@@ -174,15 +174,35 @@ def answer_questions(
     empty: the state has consumed every message up to the new cursor) and sources are empty; with it, after
     re-reading the messages `read(question)` returns: pointed at by the engine's span reader where it has one and
     finds the answer there, generated otherwise (`engine.reply` branches: `state` is unchanged). `check()` runs
-    before each answer (abort point)."""
+    before the reading and before the answering (abort points)."""
+    return answer_many(engine, [(state, questions, read)], max_new_tokens, check)[0]
+
+
+def answer_many(
+    engine: Any,
+    passes: Sequence[tuple[Any, Sequence[Question], Callable[[Question], list[MessageRecord]] | None]],
+    max_new_tokens: int,
+    check: Callable[[], None] | None = None,
+) -> list[list[Answer]]:
+    """answer_questions for several (state, questions, read) at once, every question in one `engine.reply_many`
+    (the span reader's readings batched across them all)."""
+    if check is not None:
+        check()
+    asks, sources = [], []
+    for state, questions, read in passes:
+        for question in questions:
+            messages = read(question) if read is not None else []
+            asks.append((state, question.text, [{"role": m.role, "content": m.content} for m in messages]))
+            sources.append(tuple(m.seq for m in messages))
+    if check is not None:
+        check()
+    replies = iter(zip(engine.reply_many(asks, max_new_tokens), sources, strict=True))
     answers = []
-    for question in questions:
-        if check is not None:
-            check()
-        messages = read(question) if read is not None else []
-        tail = [{"role": m.role, "content": m.content} for m in messages]
-        reply = engine.reply(state, question.text, tail=tail, max_new_tokens=max_new_tokens)
-        # the byte tokenizer can emit a NUL byte, which no database text column takes
-        text = reply.text.replace("\x00", "")
-        answers.append(Answer(question.text, question.normalized, text, tuple(m.seq for m in messages), reply.confidence))
+    for _, questions, _ in passes:
+        mine = []
+        for question, (reply, seqs) in zip(questions, replies):
+            # the byte tokenizer can emit a NUL byte, which no database text column takes
+            text = reply.text.replace("\x00", "")
+            mine.append(Answer(question.text, question.normalized, text, seqs, reply.confidence))
+        answers.append(mine)
     return answers

@@ -39,7 +39,7 @@ from sleeptime.db import CheckpointInfo, HeadConflict, Store
 from sleeptime.jobs.anticipate import (
     Answer,
     Question,
-    answer_questions,
+    answer_many,
     extract_questions,
     gather_questions,
     reader_of,
@@ -80,6 +80,17 @@ class Consolidation:
     messages: int
     bytes: int = 0  # UTF-8 bytes of the messages' text (tokens count the model's tokens, role markers included)
     answered: int = 0  # answers added to the unchanged head by a pass over new questions alone
+
+
+@dataclass
+class _Fed:
+    """A pass after its messages went through the model (and replay): what answering and publishing start from."""
+
+    state: Any
+    stats: Any
+    messages: int
+    replayed: int
+    questions: list[Question]
 
 
 class _Pass:
@@ -243,12 +254,14 @@ class _Pass:
         }
 
     def answer(self, state: Any, questions: list[Question], to_seq: int) -> list[Answer]:
-        read = reader_of(self.store, self.context, to_seq, self.engine)
+        return answer_many(self.engine, [self.asking(state, questions, to_seq)], ANSWER_TOKENS, check=self.check)[0]
 
+    def asking(self, state: Any, questions: list[Question], to_seq: int) -> tuple[Any, list[Question], Any]:
+        """What answer_many needs for this pass: the state the answers start from, the questions, the re-reading."""
         if self.reread == "off":
-            return answer_questions(self.engine, state, questions, ANSWER_TOKENS, check=self.check)
+            return state, questions, None
         start = self.engine.new_state() if self.reread == "fresh" else state
-        return answer_questions(self.engine, start, questions, ANSWER_TOKENS, check=self.check, read=read)
+        return start, questions, reader_of(self.store, self.context, to_seq, self.engine)
 
     def answer_new_questions(self, state: Any, head: int, cursor: int) -> Consolidation:
         """No new message: answer the questions the head has no answer for, and add them to the same head."""
@@ -312,14 +325,23 @@ class _Pass:
 
     def publish(self, state: Any, stats: Any, messages: int) -> Consolidation:
         """Replay, answer, rehearse and publish, after the new messages went into `state`."""
-        run_id, parent, cursor, to_seq = self.run_id, self.parent, self.cursor, self.to_seq
+        fed = self.replay_and_ask(state, stats, messages)
+        return self.publish_answers(fed, self.answer(fed.state, fed.questions, self.to_seq))
+
+    def replay_and_ask(self, state: Any, stats: Any, messages: int) -> _Fed:
+        """Sleep replay, if on, then the questions this pass answers."""
         replayed = 0
         if self.replay_spans:
             state, replayed = self.replay(state, stats)
         questions = gather_questions(
             self.store, self.context, list(self.extracted), extracted_seqs=list(self.extracted.values())
         )
-        answers = self.answer(state, questions, to_seq)
+        return _Fed(state, stats, messages, replayed, questions)
+
+    def publish_answers(self, fed: _Fed, answers: list[Answer]) -> Consolidation:
+        """Rehearse the answers, if on, and publish the checkpoint with them."""
+        run_id, parent, cursor, to_seq = self.run_id, self.parent, self.cursor, self.to_seq
+        state, stats, messages, replayed = fed.state, fed.stats, fed.messages, fed.replayed
         rehearsed = 0
         if self.rehearse:
             state, rehearsed = self.engine.rehearse(state, [(answer.question, answer.text) for answer in answers])
@@ -407,15 +429,47 @@ def consolidate_many(
                 results[context] = done
             else:
                 passes.append(one)
+        fed: list[tuple[_Pass, _Fed]] = []
         for one, outcome in zip(passes, _feed_together(engine, passes), strict=True):
             if isinstance(outcome, BaseException):
                 results[one.context] = outcome
                 continue
             try:
-                results[one.context] = one.settle(lambda one=one, outcome=outcome: one.publish(*outcome))
+                fed.append((one, one.settle(lambda one=one, outcome=outcome: one.replay_and_ask(*outcome))))
+            except Exception as exc:  # noqa: BLE001 as above
+                results[one.context] = exc
+        answered = _answer_together(engine, fed)
+        for (one, state), answers in zip(fed, answered, strict=True):
+            try:
+                results[one.context] = one.settle(lambda one=one, state=state, answers=answers: _publish(one, state, answers))
             except Exception as exc:  # noqa: BLE001 as above
                 results[one.context] = exc
     return [results[context] for context in contexts]
+
+
+def _publish(one: _Pass, fed: _Fed, answers: list[Answer] | BaseException) -> Consolidation:
+    if isinstance(answers, BaseException):
+        raise answers
+    return one.publish_answers(fed, answers)
+
+
+def _answer_together(engine: Any, fed: list[tuple[_Pass, _Fed]]) -> list[list[Answer] | BaseException]:
+    """Every pass's questions answered in one engine.reply_many (the span reader's readings batched across the
+    passes); a pass stopped meanwhile gets Aborted, and a failure of the batch is every pass's failure."""
+    asking, outcome = [], []
+    for one, state in fed:
+        try:
+            one.check()
+        except Aborted as exc:
+            outcome.append(exc)
+            continue
+        outcome.append(None)
+        asking.append(one.asking(state.state, state.questions, one.to_seq))
+    try:
+        answers = iter(answer_many(engine, asking, ANSWER_TOKENS))
+    except Exception as exc:  # noqa: BLE001 reported per pass
+        return [exc] * len(fed)
+    return [next(answers) if result is None else result for result in outcome]
 
 
 def _feed_together(engine: Any, passes: list[_Pass]) -> list[tuple[Any, Any, int] | BaseException]:

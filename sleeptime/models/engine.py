@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 # the reader's share of probability from which a span in the newest message read alone answers (chosen on held-out
 # chat samples 40-119, apart from the samples the benchmarks report: docs/reread.md)
 NEWEST_MIN_SHARE = 0.3
+# windows the span reader reads in one batch (point_many): enough to amortise a forward pass, little padding
+POINT_ROWS = 16
+
+# what a reply is asked from: a state, the question, and the messages to read (the tail)
+Ask = tuple[dict, str, Sequence[Mapping[str, str]]]
 
 
 @dataclass
@@ -273,23 +278,33 @@ class MemoryEngine:
         """The daemon's answer, with its confidence; `state` is unchanged. Where the span reader finds the value in
         `tail`, it is copied from there: from the newest message that answers when read alone, else from all of `tail`
         read after `state` and from an empty memory (the surer of the two). Otherwise it is generated."""
-        pointed = None
-        if tail and self.reader is not None:
+        return self.reply_many([(state, question, tail)], max_new_tokens)[0]
+
+    def reply_many(self, asks: Sequence[Ask], max_new_tokens: int = ANSWER_TOKENS) -> list[Reply]:
+        """`reply` to several (state, question, tail) at once: the span reader's readings of all of them go through
+        the model in batches (point_many); the answers it finds nowhere are generated, one at a time."""
+        replies: list[Reply | None] = [None] * len(asks)
+        if self.reader is not None:
+            empty = self.new_state()  # reading leaves a state as it was: one serves every reading from empty memory
             # a fact's newest statement wins: with several statements of one attribute in its window, the reader
             # often points at an older one; read alone, the newest is more often right (docs/reread.md)
-            pointed = self.point_newest(question, tail)
-            if pointed is None:
-                # the reader was fitted on windows read from an empty memory; a long history's state can blur them,
-                # so they are read from both, and the surer of the two answers
-                from_state = self.point(state, question, tail)
-                alone = self.point(self.new_state(), question, tail)
-                candidates = [p for p in (from_state, alone) if p is not None]
-                pointed = max(candidates, key=lambda p: p.confidence, default=None)
-        if pointed is not None:
-            return pointed
-        prompt = self.tokenizer.encode_messages(tail) + self.tokenizer.encode_prompt(question)
-        tokens, logp = self._generate(state, prompt, max_new_tokens)
-        return Reply(self.tokenizer.decode(tokens), self.generated_confidence(logp))
+            found = self.point_each(empty, [(question, tail) for _, question, tail in asks])
+            replies = list(found)
+            rest = [i for i, (_, _, tail) in enumerate(asks) if replies[i] is None and tail]
+            # the reader was fitted on windows read from an empty memory; a long history's state can blur them, so
+            # they are read from both, and the surer of the two answers (the state's on a tie)
+            from_state = self.point_many([asks[i] for i in rest])
+            alone = self.point_many([(empty, asks[i][1], asks[i][2]) for i in rest])
+            for i, *pointed in zip(rest, from_state, alone, strict=True):
+                candidates = [p for p in pointed if p is not None]
+                replies[i] = max(candidates, key=lambda p: p.confidence, default=None)
+        for i, reply in enumerate(replies):
+            if reply is None:
+                state, question, tail = asks[i]
+                prompt = self.tokenizer.encode_messages(tail) + self.tokenizer.encode_prompt(question)
+                tokens, logp = self._generate(state, prompt, max_new_tokens)
+                replies[i] = Reply(self.tokenizer.decode(tokens), self.generated_confidence(logp))
+        return replies  # type: ignore[return-value]
 
     def generated_confidence(self, logp: float) -> float:
         """A generated answer's confidence from its summed log-probability: calibrated where the model has a
@@ -299,31 +314,58 @@ class MemoryEngine:
     def point_newest(self, question: str, messages: Sequence[Mapping[str, str]]) -> Reply | None:
         """The span pointed at in the newest of `messages` where the reader, reading that message alone from an empty
         memory, finds the answer with at least NEWEST_MIN_SHARE of its probability; None where none does."""
-        empty = self.new_state()  # `point` leaves the state it reads from as it was: one serves every message
-        for index in range(len(messages) - 1, -1, -1):
-            found = self.point(empty, question, [messages[index]])
-            if found is not None and found.confidence >= NEWEST_MIN_SHARE:
-                return Reply(found.text, found.confidence, index)
-        return None
+        return self.point_each(self.new_state(), [(question, messages)])[0]
 
-    @torch.inference_mode()
+    def point_each(self, state: dict, asks: Sequence[tuple[str, Sequence[Mapping[str, str]]]]) -> list[Reply | None]:
+        """point_newest for each (question, messages), reading every message alone from `state`, all in batches."""
+        pairs = [(i, index) for i, (_, messages) in enumerate(asks) for index in range(len(messages))]
+        found = self.point_many([(state, asks[i][0], [asks[i][1][index]]) for i, index in pairs])
+        newest: list[Reply | None] = [None] * len(asks)
+        for (i, index), reply in zip(pairs, found, strict=True):  # pairs run oldest to newest: the newest stays
+            if reply is not None and reply.confidence >= NEWEST_MIN_SHARE:
+                newest[i] = Reply(reply.text, reply.confidence, index)
+        return newest
+
     def point(self, state: dict, question: str, messages: Sequence[Mapping[str, str]]) -> Reply | None:
         """The answer's value copied from `messages` by the span reader (models/reader.py), after reading them and
         the question from `state` (which is unchanged); None without a reader, or when it finds no answer there."""
-        if self.reader is None or not messages:
-            return None
-        window = ReadWindow.build(self.tokenizer, messages, question)
-        ids = torch.tensor([window.ids], dtype=torch.long, device=self.device)
-        hidden = []
-        for start in range(0, ids.shape[1], self.segment_tokens):
-            piece, state = self.model.features(ids[:, start : start + self.segment_tokens], state, self.reader.cfg.every_layer)
-            hidden.append(piece.float())
-        batch = collate([window], self.tokenizer.pad, self.device)
-        start, end = self.reader(torch.cat(hidden, 1), batch["candidate"], batch["place"], batch["ask_at"])
-        span = best_span(start[0].cpu(), end[0].cpu(), window, self.reader.cfg.max_span)
-        if span is None:
-            return None
-        return Reply(window.text_of(span.first, span.last), span.confidence, window.message[span.first])
+        return self.point_many([(state, question, messages)])[0]
+
+    @torch.inference_mode()
+    def point_many(self, asks: Sequence[Ask], rows: int = POINT_ROWS) -> list[Reply | None]:
+        """`point` for several (state, question, messages): windows read from states of one structure (one state
+        repeated, or several that stack: titans.stack_states) go through the model together, right-padded (the
+        model is causal: padding after a window changes nothing in it), `rows` windows at a time, shortest first."""
+        out: list[Reply | None] = [None] * len(asks)
+        if self.reader is None:
+            return out
+        windows = {
+            i: ReadWindow.build(self.tokenizer, messages, question)
+            for i, (_, question, messages) in enumerate(asks)
+            if messages
+        }
+        groups: dict[tuple, list[int]] = {}
+        for i in windows:
+            groups.setdefault(state_structure(asks[i][0]), []).append(i)
+        for group in groups.values():
+            group.sort(key=lambda i: len(windows[i].ids))
+            for first in range(0, len(group), rows):
+                chunk = group[first : first + rows]
+                states = [asks[i][0] for i in chunk]
+                state = states[0] if len(chunk) == 1 else stack_states(states)
+                batch = collate([windows[i] for i in chunk], self.tokenizer.pad, self.device)
+                hidden = []
+                for start in range(0, batch["ids"].shape[1], self.segment_tokens):
+                    piece = batch["ids"][:, start : start + self.segment_tokens]
+                    features, state = self.model.features(piece, state, self.reader.cfg.every_layer)
+                    hidden.append(features.float())
+                start, end = self.reader(torch.cat(hidden, 1), batch["candidate"], batch["place"], batch["ask_at"])
+                for row, i in enumerate(chunk):
+                    window = windows[i]
+                    span = best_span(start[row].cpu(), end[row].cpu(), window, self.reader.cfg.max_span)
+                    if span is not None:
+                        out[i] = Reply(window.text_of(span.first, span.last), span.confidence, window.message[span.first])
+        return out
 
     def generate(self, state: dict, prompt: Sequence[int], max_new_tokens: int, stop: bool = True) -> list[int]:
         """Greedy tokens after `prompt` (one prefill, then one decoder step per token, models/decode.py).

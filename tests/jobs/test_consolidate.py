@@ -204,7 +204,7 @@ def test_rehearsal_skips_empty_answers(make_app, monkeypatch):
         Answer("What is my name?", "what is my name", "Ada", (), 0.5),
         Answer("Where do I live?", "where do i live", " ", (), 0.5),
     ]
-    monkeypatch.setattr(job, "answer_questions", lambda *args, **kwargs: fixed)
+    monkeypatch.setattr(job, "answer_many", lambda *args, **kwargs: [fixed])
     app = make_app(rehearse=True)
     app.ingest("c", transcript(4))
     meta = app.consolidate("c").checkpoint.meta

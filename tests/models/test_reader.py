@@ -248,3 +248,32 @@ def test_the_newest_message_that_answers_alone_wins(tiny_model_path, tmp_path, m
         assert reply == newest
         picked.add(index)
     assert len(picked) >= 3  # the newest message, an older one, none: the share, not the order alone, decided
+
+
+def test_readings_in_one_batch_equal_readings_one_at_a_time(tiny_model_path, tmp_path):
+    """point_many stacks the states it reads from and right-pads the windows: each reading comes out as alone."""
+    engine = MemoryEngine.load(str(fitted_reader_beside(tiny_model_path, tmp_path)), "cpu")
+    with torch.no_grad():  # a null slot that loses, so that every window points somewhere
+        engine.reader.query.weight.zero_()
+        engine.reader.query.bias.fill_(1.0)
+        engine.reader.null_key.fill_(-10.0)
+    states = [engine.new_state()]
+    for text in ("the weather was fine " * 4, "My locker code is 9999. " * 9, "hi"):
+        state, _ = engine.consume(engine.new_state(), engine.tokenizer.encode_messages([{"role": "user", "content": text}]))
+        states.append(state)
+    asks = [
+        (state, question, messages)
+        for state in states
+        for question, messages in ((QUESTION, MESSAGES), (QUESTION, MESSAGES[:1]), ("Which code?", MESSAGES[1:]), (QUESTION, []))
+    ]
+
+    def same(got, want) -> bool:
+        if got is None or want is None:
+            return got is want
+        return (got.text, got.copied_from) == (want.text, want.copied_from) and abs(got.confidence - want.confidence) < 1e-5
+
+    alone = [engine.point_many([ask])[0] for ask in asks]
+    assert sum(p is not None for p in alone) == 12  # every ask with messages to read
+    assert all(same(*pair) for pair in zip(engine.point_many(asks, rows=5), alone, strict=True))
+    replies = [engine.reply(state, question, messages, 4) for state, question, messages in asks]
+    assert all(same(*pair) for pair in zip(engine.reply_many(asks, 4), replies, strict=True))
