@@ -49,7 +49,11 @@ class _Rotation:
         self.head_dim, self.device = head_dim, device
         self.start, self.table = 0, None
 
-    def at(self, position: int) -> Tensor:
+    def at(self, position: int | Tensor) -> Tensor:
+        """The factors for one position [D/2], or for per-row positions [B] (a batch of contexts) [B, 1, 1, D/2]."""
+        if isinstance(position, Tensor):
+            cos, sin = rope_tables(position, self.head_dim)
+            return torch.complex(cos, sin)[:, None, None]
         if self.table is None or not self.start <= position < self.start + ROPE_BLOCK:
             self.start = position
             pos = torch.arange(position, position + ROPE_BLOCK, device=self.device)
@@ -61,7 +65,9 @@ class _Rotation:
 class _AttentionStep:
     """Sliding-window attention for one token over a ring of `window` slots (SlidingWindowAttention's math)."""
 
-    def __init__(self, attn: SlidingWindowAttention, cache: dict, position: int, batch: int, rotation: _Rotation):
+    def __init__(
+        self, attn: SlidingWindowAttention, cache: dict, position: int | Tensor, batch: int, rotation: _Rotation
+    ):
         H, D, W = attn.heads, attn.head_dim, attn.window
         P = attn.persistent_kv.shape[2]
         self.H, self.D, self.P, self.W, self.rotation = H, D, P, W, rotation
@@ -75,24 +81,44 @@ class _AttentionStep:
         # an additive mask: the ring slots stay closed until a token is written there
         self.mask = weight.new_zeros(1, 1, P + W)
         self.mask[..., P:] = -torch.inf
+        self.rows = torch.arange(batch, device=weight.device)
+        if isinstance(position, Tensor):
+            # per-row positions (a batch of contexts, models/titans.py stack_states): each row's ring turns at its
+            # own place. Rows at different positions with caches of one length have full caches (window - 1 keys):
+            # row 0's mask opens all but its next slot, which every other row holds a cached key in, and the first
+            # step opens that; so one mask serves every row
+            position = position.to(weight.device)
         if cache:
             n = cache["k"].shape[2]
-            slots = P + torch.arange(position - n, position, device=weight.device) % W
-            self.k[:, :, slots] = cache["k"]
-            self.v[:, :, slots] = cache["v"]
-            self.mask[..., slots] = 0.0
+            back = torch.arange(-n, 0, device=weight.device)
+            if isinstance(position, Tensor):
+                slots = P + (position[:, None] + back) % W  # [B, n]
+                self.k[self.rows[:, None], :, slots] = cache["k"].transpose(1, 2)
+                self.v[self.rows[:, None], :, slots] = cache["v"].transpose(1, 2)
+                self.mask[..., slots[0]] = 0.0
+            else:
+                slots = P + (position + back) % W
+                self.k[:, :, slots] = cache["k"]
+                self.v[:, :, slots] = cache["v"]
+                self.mask[..., slots] = 0.0
         self.open = int((self.mask == 0).sum()) - P
         self.scale = D**-0.5
 
-    def __call__(self, x: Tensor, position: int) -> Tensor:
+    def __call__(self, x: Tensor, position: int | Tensor) -> Tensor:
         B, C = x.shape
         H, D = self.H, self.D
         qkv = F.linear(x, self.w_qkv).view(B, 3, H, D)
         qk = torch.view_as_complex(qkv[:, :2].unflatten(-1, (D // 2, 2))) * self.rotation.at(position)
         q, k = torch.view_as_real(qk).flatten(-2).unbind(1)  # each [B, H, D]
-        slot = self.P + position % self.W
-        self.k[:, :, slot] = k
-        self.v[:, :, slot] = qkv[:, 2]
+        if isinstance(position, Tensor):
+            slots = self.P + position % self.W
+            self.k[self.rows, :, slots] = k
+            self.v[self.rows, :, slots] = qkv[:, 2]
+            slot = int(slots[0])  # rows' rings are equally full: row 0's opening stands for all
+        else:
+            slot = self.P + position % self.W
+            self.k[:, :, slot] = k
+            self.v[:, :, slot] = qkv[:, 2]
         if self.open < self.W:
             self.mask[..., slot] = 0.0
             self.open += 1
@@ -164,7 +190,7 @@ class _DeltaMemoryStep:
 class _BlockStep:
     """Block.forward for one token."""
 
-    def __init__(self, block: Block, state: dict, position: int, batch: int, rotation: _Rotation):
+    def __init__(self, block: Block, state: dict, position: int | Tensor, batch: int, rotation: _Rotation):
         self.variant = block.variant
         self.memory = _DeltaMemoryStep(block.memory, state["mem"], batch) if "mem" in state else None
         self.attn = _AttentionStep(block.attn, state["attn"], position, batch, rotation) if "attn" in state else None
@@ -178,7 +204,7 @@ class _BlockStep:
         if self.variant == "attn_mem":
             self.norm_mem = _Norm(block.norm_mem)
 
-    def __call__(self, x: Tensor, position: int) -> Tensor:
+    def __call__(self, x: Tensor, position: int | Tensor) -> Tensor:
         h = self.norm_mix(x)
         if self.variant == "lmm":
             x = x + self.memory(h)
@@ -230,7 +256,7 @@ class FastDecoder:
         x = F.embedding(tokens, self.w_embed)
         for block in self.blocks:
             x = block(x, self.position)
-        self.position += 1
+        self.position = self.position + 1  # not in place: a per-row position tensor belongs to the caller's state
         return F.linear(self.norm(x), self.w_head)
 
 

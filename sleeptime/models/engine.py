@@ -298,12 +298,13 @@ class MemoryEngine:
             for i, *pointed in zip(rest, from_state, alone, strict=True):
                 candidates = [p for p in pointed if p is not None]
                 replies[i] = max(candidates, key=lambda p: p.confidence, default=None)
-        for i, reply in enumerate(replies):
-            if reply is None:
-                state, question, tail = asks[i]
-                prompt = self.tokenizer.encode_messages(tail) + self.tokenizer.encode_prompt(question)
-                tokens, logp = self._generate(state, prompt, max_new_tokens)
-                replies[i] = Reply(self.tokenizer.decode(tokens), self.generated_confidence(logp))
+        unread = [i for i, reply in enumerate(replies) if reply is None]
+        prompts = [
+            (asks[i][0], self.tokenizer.encode_messages(asks[i][2]) + self.tokenizer.encode_prompt(asks[i][1]))
+            for i in unread
+        ]
+        for i, (tokens, logp) in zip(unread, self._generate_many(prompts, max_new_tokens), strict=True):
+            replies[i] = Reply(self.tokenizer.decode(tokens), self.generated_confidence(logp))
         return replies  # type: ignore[return-value]
 
     def generated_confidence(self, logp: float) -> float:
@@ -317,13 +318,20 @@ class MemoryEngine:
         return self.point_each(self.new_state(), [(question, messages)])[0]
 
     def point_each(self, state: dict, asks: Sequence[tuple[str, Sequence[Mapping[str, str]]]]) -> list[Reply | None]:
-        """point_newest for each (question, messages), reading every message alone from `state`, all in batches."""
-        pairs = [(i, index) for i, (_, messages) in enumerate(asks) for index in range(len(messages))]
-        found = self.point_many([(state, asks[i][0], [asks[i][1][index]]) for i, index in pairs])
+        """point_newest for each (question, messages): newest message first, every ask's next message in one batch
+        (point_many), until each ask is answered or has no message left."""
         newest: list[Reply | None] = [None] * len(asks)
-        for (i, index), reply in zip(pairs, found, strict=True):  # pairs run oldest to newest: the newest stays
-            if reply is not None and reply.confidence >= NEWEST_MIN_SHARE:
-                newest[i] = Reply(reply.text, reply.confidence, index)
+        waiting = [i for i, (_, messages) in enumerate(asks) if messages]
+        back = 1
+        while waiting:
+            found = self.point_many([(state, asks[i][0], [asks[i][1][-back]]) for i in waiting])
+            still = []
+            for i, reply in zip(waiting, found, strict=True):
+                if reply is not None and reply.confidence >= NEWEST_MIN_SHARE:
+                    newest[i] = Reply(reply.text, reply.confidence, len(asks[i][1]) - back)
+                elif back < len(asks[i][1]):
+                    still.append(i)
+            waiting, back = still, back + 1
         return newest
 
     def point(self, state: dict, question: str, messages: Sequence[Mapping[str, str]]) -> Reply | None:
@@ -398,6 +406,47 @@ class MemoryEngine:
             if len(out) < max_new_tokens:
                 logits = step(nxt)
         return out, logp
+
+    @torch.inference_mode()
+    def _generate_many(
+        self, asks: Sequence[tuple[dict, Sequence[int]]], max_new_tokens: int
+    ) -> list[tuple[list[int], float]]:
+        """`_generate` (stopping at a structure token) for several (state, prompt): each prompt is prefilled alone,
+        then the rows whose states line up (titans.stack_states) are decoded together, one decoder step per token
+        for the whole batch, until every row has ended."""
+        out: list[tuple[list[int], float]] = [([], 0.0)] * len(asks)
+        prefilled = []
+        for state, prompt in asks:
+            logits, _, after = self.model(torch.tensor([list(prompt)], dtype=torch.long, device=self.device), state)
+            prefilled.append((logits[:, -1], after))
+        groups: dict[tuple, list[int]] = {}
+        for i, (_, after) in enumerate(prefilled):
+            groups.setdefault(state_structure(after), []).append(i)
+        for group in groups.values():
+            states = [prefilled[i][1] for i in group]
+            step = decode.decoder(self.model, states[0] if len(group) == 1 else stack_states(states), batch=len(group))
+            logits = torch.cat([prefilled[i][0] for i in group])  # [B, V]
+            tokens: list[list[int]] = [[] for _ in group]
+            logp = [0.0] * len(group)
+            live = [max_new_tokens > 0] * len(group)
+            while True:
+                nxt = logits.argmax(-1)  # [B]
+                chosen = logits.float().log_softmax(-1).gather(1, nxt[:, None])[:, 0].tolist()
+                for row, token in enumerate(nxt.tolist()):
+                    if not live[row]:
+                        continue
+                    logp[row] += chosen[row]
+                    if not self.tokenizer.is_text(token):  # END, or any structure token: this answer is over
+                        live[row] = False
+                        continue
+                    tokens[row].append(token)
+                    live[row] = len(tokens[row]) < max_new_tokens
+                if not any(live):
+                    break
+                logits = step(nxt)  # rows that have ended step too; their tokens are not kept
+            for row, i in enumerate(group):
+                out[i] = (tokens[row], logp[row])
+        return out
 
     def encode_state(self, state: dict) -> bytes:
         return checkpoint.state_to_bytes(state, {"model_id": self.model_id})
