@@ -185,8 +185,8 @@ class MemoryEngine:
     ) -> list[tuple[dict, ConsumeStats]]:
         """`consume` for several independent states (one per context), in as few forward passes as it can: rows whose
         states have the same structure (titans.stack_states) go through the model as one batch, whole periods of the
-        model (a memory chunk, a segment) at a time. A row catches up alone to the next period boundary, where states
-        line up, and feeds its last partial period alone; a row with more tokens than the others of its batch goes on
+        model (TitansLM.period: a memory chunk, a segment, or a single token) at a time. A row catches up alone to the
+        next period boundary, where states line up, and feeds its last partial period alone; a row with more tokens than the others of its batch goes on
         in the next round. Each row comes out as if consumed alone, up to rounding.
         The states are unchanged; stats[i] (new where None) goes on counting row i; progress[i] is called with row
         i's tokens done after each segment that fed it."""
@@ -198,7 +198,7 @@ class MemoryEngine:
             _Row(state, torch.tensor(list(ids), dtype=torch.long, device=self.device), stat, call)
             for state, ids, stat, call in zip(states, tokens, stats, progress)
         ]
-        period = math.lcm(self.config.segment, self.config.memory.chunk_size)
+        period = self.model.period
 
         def alone(row: _Row, n: int) -> None:
             row.state = self._feed(row.state, row.take(n), [row.stats], [row.progress], keep_spans=keep_spans)

@@ -18,6 +18,7 @@ each followed by x + MLP(x).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -213,6 +214,16 @@ class TitansLM(nn.Module):
 
     def initial_state(self, batch: int = 1) -> dict:
         return {"position": 0, "layers": [block.initial_state(batch) for block in self.blocks]}
+
+    @property
+    def period(self) -> int:
+        """Tokens after which the shapes in a state repeat, once its attention caches are full: states whose
+        positions agree modulo the period stack (stack_states). The Titans MLP memory keeps an unfinished chunk and
+        MAC an unfinished segment; the delta rule and sliding-window attention keep nothing that depends on it."""
+        period = self.cfg.segment if self.cfg.variant == "mac" else 1
+        if self.cfg.variant != "swa" and self.cfg.memory.kind != "delta":
+            period = math.lcm(period, self.cfg.memory.chunk_size)
+        return period
 
     def forward(
         self, tokens: Tensor, state: dict | None = None, targets: Tensor | None = None

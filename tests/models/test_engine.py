@@ -39,7 +39,7 @@ def test_rows_fed_together_equal_rows_fed_alone(variant, kind, monkeypatch):
     engine = engine_for(variant, kind)
     gen = torch.Generator().manual_seed(0)
     # histories already consumed (at and off the model's period), and new tokens of different lengths, one empty
-    starts, lengths = [0, 0, 5, 30, 48, 48, 100], [61, 40, 70, 3, 96, 0, 50]
+    starts, lengths = [0, 0, 21, 30, 48, 48, 100, 5], [61, 40, 70, 30, 96, 0, 50, 3]
     states = []
     for start in starts:
         state = engine.new_state()
