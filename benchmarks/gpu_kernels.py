@@ -75,7 +75,7 @@ def delta_inputs(B: int, H: int, T: int, D: int, device: str, seed: int) -> tupl
 
 def delta_rows(args, device: str, card: str) -> tuple[list[str], bool]:
     """Check the delta-rule kernel against the fp64 reference, then time it against the torch reference."""
-    from sleeptime.kernels import triton_delta
+    from sleeptime.kernels import triton_delta, triton_delta_chunk
 
     B, H, T, D = args.batch, args.heads, args.tokens, args.head_dim
     state, q, k, v, beta, alpha = delta_inputs(B, H, T, D, device, seed=7)
@@ -92,6 +92,14 @@ def delta_rows(args, device: str, card: str) -> tuple[list[str], bool]:
             failed |= err > TOLERANCE[precision]
             fn = lambda c=chunk, p=precision: triton_delta.delta_update(state, q, k, v, beta, alpha, c, precision=p)
             variants.append((f"triton {precision}", fn, err))
+        for precision in args.precision:  # the chunk-parallel kernels (kernels/triton_delta_chunk.py)
+            out, new_state = triton_delta_chunk.chunk_delta_update(state, *prefix, chunk, precision=precision)
+            err = max(rel_rmse(ref_out, out), rel_rmse(ref_state, new_state))
+            failed |= err > TOLERANCE[precision]
+            fn = lambda c=chunk, p=precision: triton_delta_chunk.chunk_delta_update(
+                state, q, k, v, beta, alpha, c, precision=p
+            )
+            variants.append((f"triton chunked {precision}", fn, err))
         if chunk == 64:  # fla's chunk is 64 whatever is asked: its rows sit with ours at 64
             variants += fla_variants(state, prefix, (q, k, v, beta, alpha), ref_out, ref_state)
             failed |= any(err > TOLERANCE[name.split()[-1]] for name, _, err in variants if name.startswith("fla"))
