@@ -103,18 +103,47 @@ class SlidingWindowAttention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache:
             k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
-        # the band mask, by position relative to this call's first token (cached keys are the tokens just before
-        # it, at -1, -2, ...): key j is visible to query i when i - window < j <= i
-        diff = torch.arange(T, device=x.device)[:, None] - torch.arange(T - k.shape[2], T, device=x.device)[None, :]
-        visible = (diff >= 0) & (diff < self.window)
-        P = self.persistent_kv.shape[2]
         pk = self.persistent_kv[0].unsqueeze(0).expand(B, -1, -1, -1)
         pv = self.persistent_kv[1].unsqueeze(0).expand(B, -1, -1, -1)
-        mask = torch.cat([visible.new_ones(T, P), visible], dim=1)
-        y = F.scaled_dot_product_attention(q, torch.cat([pk, k], 2), torch.cat([pv, v], 2), attn_mask=mask)
+        if T > 2 * self.window:
+            y = self._banded(q, k, v, pk, pv)
+        else:
+            # the band mask, by position relative to this call's first token (cached keys are the tokens just before
+            # it, at -1, -2, ...): key j is visible to query i when i - window < j <= i
+            diff = torch.arange(T, device=x.device)[:, None] - torch.arange(T - k.shape[2], T, device=x.device)[None, :]
+            visible = (diff >= 0) & (diff < self.window)
+            mask = torch.cat([visible.new_ones(T, pk.shape[2]), visible], dim=1)
+            y = F.scaled_dot_product_attention(q, torch.cat([pk, k], 2), torch.cat([pv, v], 2), attn_mask=mask)
         keep = self.window - 1  # the next query at position p needs keys from p - window + 1 on
         new_cache = {"k": k[:, :, -keep:], "v": v[:, :, -keep:]} if keep > 0 else {}
         return self.out(y.transpose(1, 2).reshape(B, T, C)), new_cache
+
+
+    def _banded(self, q: Tensor, k: Tensor, v: Tensor, pk: Tensor, pv: Tensor) -> Tensor:
+        """The same attention for a long call, block by block: queries in blocks of `window`, each against the
+        2 window - 1 keys its band can reach (and the persistent slots) rather than against every key of the call:
+        a T x 2W score matrix instead of T x T."""
+        B, H, T, D = q.shape
+        W = self.window
+        blocks = -(-T // W)
+        # keys laid out from W - 1 before the first query: query t's band is keys [t, t + W) of this layout
+        lead = W - 1 - (k.shape[2] - T)  # missing cached keys (a history shorter than the window), as zeros
+        tail = blocks * W - T  # the last block's missing queries
+        kb = F.pad(k, (0, 0, lead, tail)).unfold(2, 2 * W - 1, W).transpose(-1, -2)  # [B, H, blocks, 2W-1, D]
+        vb = F.pad(v, (0, 0, lead, tail)).unfold(2, 2 * W - 1, W).transpose(-1, -2)
+        qb = F.pad(q, (0, 0, 0, tail)).view(B, H, blocks, W, D)
+        P = pk.shape[2]
+        kb = torch.cat([pk[:, :, None].expand(-1, -1, blocks, -1, -1), kb], 3)
+        vb = torch.cat([pv[:, :, None].expand(-1, -1, blocks, -1, -1), vb], 3)
+        # query j of block b (at t = bW + j) sees key m of its band (at t' = bW + m - W + 1) when j <= m < j + W,
+        # and only keys that exist (the zeros before the cache are not keys)
+        j = torch.arange(W, device=q.device)[:, None]
+        m = torch.arange(2 * W - 1, device=q.device)[None, :]
+        start = torch.arange(blocks, device=q.device)[:, None, None] * W  # a block's first key in the layout
+        band = (m >= j) & (m < j + W) & (start + m >= lead)
+        mask = torch.cat([band.new_ones(blocks, W, P), band], 2)  # [blocks, W, P + 2W - 1]
+        y = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask)  # [B, H, blocks, W, D]
+        return y.reshape(B, H, blocks * W, D)[:, :, :T]
 
 
 class MLP(nn.Module):
