@@ -95,7 +95,7 @@ class App:
         self._pg_queue: Any = None
         self.queries = QueryEngine(
             self.store, lambda: self.engine, self.settings.cache_bytes, max_generations=self.settings.generations,
-            min_confidence=self.settings.min_confidence,
+            min_confidence=self.settings.min_confidence, max_online=self.settings.max_online,
         )
 
     @property

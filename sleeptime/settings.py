@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     batch_contexts: int = Field(8, ge=1, le=64, description="due contexts consolidated together in one batch")
     # online answers generated at once by one front-end process; more queue (generation is Python-bound)
     generations: int = Field(1, ge=1, le=64, description="online answers generated at once per process")
+    # online answers generated in this many processes of their own (frontend/generators.py), so that generation
+    # never holds the front end's GIL; 0: in the front end's process, `generations` at a time
+    generators: int = Field(0, ge=0, le=64, description="generator processes of the HTTP front end")
+    generator_batch: int = Field(8, ge=1, le=256, description="questions a generator answers together at most")
+    # online answers waiting or running at once; one more is refused with 503 and Retry-After
+    max_online: int = Field(64, ge=1, description="online answers in flight per front end before 503")
     cache_bytes: int = Field(512 * 1024 * 1024, ge=0, description="byte budget of the loaded-state cache")
     min_confidence: float = Field(
         DEFAULT_MIN_CONFIDENCE, ge=0, le=1, description="answers less probable than this are withheld as a guess"

@@ -40,8 +40,9 @@ from sleeptime.db import (
     UnknownVersion,
 )
 from sleeptime.frontend.deps import Frontend
+from sleeptime.frontend.generators import GeneratorConfig, GeneratorLost, GeneratorPool
 from sleeptime.frontend.metrics import Metrics
-from sleeptime.frontend.query import QueryLogWriter
+from sleeptime.frontend.query import Overloaded, QueryLogWriter
 from sleeptime.frontend.routes import checkpoints, contexts, health, query
 from sleeptime.jobs.consolidate import ModelMismatch
 from sleeptime.settings import Settings, load_settings
@@ -59,6 +60,9 @@ ERROR_STATUS: dict[type[Exception], int] = {
     ModelMismatch: 409,
     # the service cannot reach its database: not the client's fault
     DatabaseUnavailable: 503,
+    # too many online answers wait, or the generator of this one stopped: try again (Retry-After says when)
+    Overloaded: 503,
+    GeneratorLost: 503,
 }
 # another subclass is a refused request; the plain SleeptimeError is what the App raises for server-side conditions
 # (the model does not load, a stored checkpoint is unreadable): the service cannot answer, the client did no wrong
@@ -86,7 +90,9 @@ def _status_of(exc: SleeptimeError) -> int:
 
 async def _sleeptime_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SleeptimeError)
-    return error_response(_status_of(exc), _snake(type(exc).__name__), " ".join(str(exc).splitlines()))
+    retry = getattr(exc, "retry_after", None)
+    headers = {"Retry-After": str(retry)} if retry is not None else None
+    return error_response(_status_of(exc), _snake(type(exc).__name__), " ".join(str(exc).splitlines()), headers)
 
 
 def _where(loc: tuple[Any, ...]) -> str:
@@ -221,6 +227,16 @@ def warm(frontend: Frontend, limit: int = WARM_CONTEXTS) -> None:
             frontend.phase = "ready"
 
 
+def start_generators(settings: Settings, max_new_tokens: int) -> GeneratorPool:
+    """The pool of generator processes the online answers go to (SLEEPTIME_GENERATORS): one torch thread each unless
+    SLEEPTIME_THREADS says otherwise."""
+    config = GeneratorConfig(
+        settings.db, settings.model, settings.device, settings.threads or 1, settings.cache_bytes,
+        settings.generator_batch, max_new_tokens,
+    )
+    return GeneratorPool(config, settings.generators)
+
+
 def _open(settings: Settings) -> App:
     app = App(settings)
     try:
@@ -249,10 +265,17 @@ def create_app(
         threading.Thread(target=warm, args=(frontend, warm_contexts), name="frontend-warm", daemon=True).start()
         # the query log is written behind the answers, in batches; closing it below writes what is left
         instance.queries.log_writer = QueryLogWriter(instance.store)
+        pool = None
+        if settings.generators:
+            pool = await run_in_threadpool(start_generators, settings, instance.queries.max_new_tokens)
+            instance.queries.pool = pool
         try:
             yield
         finally:
             frontend.drain()
+            if pool is not None:
+                instance.queries.pool = None
+                await run_in_threadpool(pool.close)
             writer, instance.queries.log_writer = instance.queries.log_writer, None
             writer.close()
             frontend.metrics.detach()

@@ -56,6 +56,25 @@ class _Derived(Collector):
         )
         yield GaugeMetricFamily("sleeptime_state_cache_entries", "Memory states in the cache", value=len(cache))
         yield GaugeMetricFamily("sleeptime_state_cache_bytes", "Payload bytes held by the cache", value=cache.used)
+        yield GaugeMetricFamily(
+            "sleeptime_online_in_flight", "Online answers waiting or being generated", value=app.queries.online_now
+        )
+        if (pool := app.queries.pool) is not None:
+            yield GaugeMetricFamily("sleeptime_generators", "Generator processes", value=pool.size)
+            yield CounterMetricFamily(
+                "sleeptime_generator_restarts", "Generator processes started again after one stopped", value=pool.replaced
+            )
+            yield CounterMetricFamily("sleeptime_generator_answers", "Online answers from generators", value=pool.answered)
+            yield CounterMetricFamily(
+                "sleeptime_generator_batches",
+                "Batches the generators answered in (answers / batches: the mean batch size)",
+                value=pool.batches,
+            )
+            yield CounterMetricFamily(
+                "sleeptime_generator_wait_seconds",
+                "Summed time online answers waited for a generator before their batch began",
+                value=pool.waited_s,
+            )
         jobs = GaugeMetricFamily("sleeptime_jobs", "Jobs in the queue by status", labels=["status"])
         try:
             for status in ("queued", "running"):

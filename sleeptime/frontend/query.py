@@ -268,8 +268,19 @@ def cap_tail(messages: list[MessageRecord], max_tokens: int, tokenizer: Tokenize
     return tail[::-1]
 
 
+class Overloaded(SleeptimeError):
+    """Too many online answers wait already; retry shortly (HTTP 503 with Retry-After)."""
+
+    retry_after = 1
+
+
 class QueryEngine:
-    """Answers queries. `engine` is a callable returning the MemoryEngine, so precomputed answers never load it."""
+    """Answers queries. `engine` is a callable returning the MemoryEngine, so precomputed answers never load it.
+
+    Online answers are generated in this process, `max_generations` at a time, or by a pool of generator processes
+    (`pool`, frontend/generators.py); either way at most `max_online` wait or run at once, and one more is refused
+    with Overloaded rather than queued without bound.
+    """
 
     def __init__(
         self,
@@ -281,8 +292,14 @@ class QueryEngine:
         max_new_tokens: int = ANSWER_TOKENS,
         max_generations: int = 1,
         min_confidence: float = 0.0,
+        max_online: int = 64,
+        pool: Any = None,
     ):
         self.store = store
+        self.pool = pool
+        self.max_online = max_online
+        self.online_now = 0  # online answers waiting or running
+        self._online_lock = threading.Lock()
         # generation is a loop of small torch ops, Python-bound under the GIL: threads generating side by side
         # only trade the GIL (three times the CPU per answer was measured at 50 clients), so a few at a time
         self._generations = threading.BoundedSemaphore(max_generations)
@@ -360,16 +377,32 @@ class QueryEngine:
         return found.answer, "precomputed", ctx.head_version, found.sources, found.confidence
 
     def _online(self, ctx: ContextInfo, question: str) -> tuple[str, str, int | None, tuple[int, ...], float]:
-        engine = self._engine()
+        with self._online_lock:
+            if self.online_now >= self.max_online:
+                raise Overloaded(f"{self.online_now} online answers are waiting already; try again shortly")
+            self.online_now += 1
+        try:
+            if self.pool is not None:
+                online = self.pool.answer(ctx, question)
+                return online.answer, "online", online.version, (), online.confidence
+            engine = self._engine()
+            state, version, tail = self.prepare_online(ctx, engine)
+            with self._generations:
+                reply = engine.reply(state, question, tail=tail, max_new_tokens=self.max_new_tokens)
+            return reply.text, "online", version, (), reply.confidence
+        finally:
+            with self._online_lock:
+                self.online_now -= 1
+
+    def prepare_online(self, ctx: ContextInfo, engine: Any) -> tuple[Any, int | None, list[dict[str, str]]]:
+        """What an online answer starts from: the head's memory state (cached; an empty memory without a head), its
+        version, and the tail of messages after its cursor."""
         if ctx.head_version is None:
             state, version, cursor = engine.new_state(), None, 0
         else:
             loaded = self.cache.get_or_load((ctx.name, ctx.head_version), lambda: self._load(ctx, engine))
             state, version, cursor = loaded.state, loaded.version, loaded.cursor_seq
-        tail = self._tail(ctx, cursor, engine.tokenizer)
-        with self._generations:
-            reply = engine.reply(state, question, tail=tail, max_new_tokens=self.max_new_tokens)
-        return reply.text, "online", version, (), reply.confidence
+        return state, version, self._tail(ctx, cursor, engine.tokenizer)
 
     def _load(self, ctx: ContextInfo, engine: Any) -> LoadedState:
         try:
