@@ -62,6 +62,8 @@ DEFAULT_POSTGRES = os.environ.get("SLEEPTIME_TEST_POSTGRES_URL", "postgresql+psy
 # the seed of context i's transcript; the ingest stream of context i uses INGEST_SEED + i
 SEED, INGEST_SEED = 7000, 9000
 ERROR_SAMPLES = 5
+# how long a client whose question was shed (503, Retry-After: 1) waits before its next
+SHED_WAIT_S = 1.0
 
 
 # the database
@@ -137,6 +139,18 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
 def sleeptime_command() -> list[str]:
     # the console script next to this interpreter (the venv's), so the processes run the same code
     found = shutil.which("sleeptime", path=str(Path(sys.executable).parent)) or shutil.which("sleeptime")
@@ -165,8 +179,12 @@ class Cluster:
             "SLEEPTIME_IDLE_AFTER": str(args.idle_after),
             "SLEEPTIME_SWEEP_INTERVAL": str(args.sweep_interval),
             "SLEEPTIME_LOG_LEVEL": "INFO",
+            "SLEEPTIME_GENERATORS": str(args.generators),
+            "SLEEPTIME_GENERATOR_BATCH": str(args.generator_batch),
+            "SLEEPTIME_MAX_ONLINE": str(args.max_online),
         }
         self.workers = args.workers
+        self.worker_nice = args.worker_nice
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self) -> None:
@@ -177,7 +195,9 @@ class Cluster:
             raise SystemExit(f"sleeptime init failed:\n{init.stderr}")
         self._start("serve", [*command, "serve"])
         for i in range(self.workers):
-            self._start(f"worker-{i}", [*command, "worker"])
+            # background work below the front end, as docs/deploy.md runs it (Nice=)
+            nice = ["nice", "-n", str(self.worker_nice)] if self.worker_nice else []
+            self._start(f"worker-{i}", [*nice, *command, "worker"])
 
     def _start(self, name: str, command: list[str]) -> None:
         # a session of their own: a Ctrl-C at the terminal reaches the benchmark only, which then stops them once
@@ -187,8 +207,12 @@ class Cluster:
             )
 
     def cpu(self) -> dict[str, float]:
-        """CPU seconds so far of each process, and of this one (the load generator: clients and ingest)."""
-        return {name: cpu_seconds(proc.pid) for name, proc in self.procs.items()} | {"load generator": cpu_seconds()}
+        """CPU seconds so far of each process, of the front end's generator processes (its children), and of this
+        one (the load generator: clients and ingest)."""
+        seconds = {name: cpu_seconds(proc.pid) for name, proc in self.procs.items()}
+        if "serve" in self.procs:
+            seconds["generators"] = sum(cpu_seconds(pid) for pid in children(self.procs["serve"].pid))
+        return seconds | {"load generator": cpu_seconds()}
 
     def check(self) -> None:
         for name, proc in self.procs.items():
@@ -327,11 +351,20 @@ def timed(client: Client, kind: str, method: str, path: str, body: object, error
     else:
         error = None if 200 <= status < 300 else f"http {status}"
     record = Record(kind, (time.perf_counter() - started) * 1000, status, error=error)
+    if status == 503 and kind in ("anticipated", "new") and _error_type(payload) == "overloaded":
+        # shed by the bound on online answers in flight: an answer in itself (the client retries later), no error
+        record.error, record.source = None, "shed"
+        return record
     if error is not None:
         errors.add({"kind": kind, "path": path, "error": error, "ms": round(record.ms, 1), "detail": payload})
     elif kind in ("anticipated", "new"):
         record.source, record.server_ms = payload["source"], payload["latency_ms"]
     return record
+
+
+def _error_type(payload: object) -> str | None:
+    error = payload.get("error") if isinstance(payload, dict) else None
+    return error.get("type") if isinstance(error, dict) else None
 
 
 # the load
@@ -404,6 +437,8 @@ def ask(port: int, index: int, contexts: list[Context], args, stop: threading.Ev
             # unique: a question asked before may be precomputed by the next pass (the query log feeds it)
             question = f"{question} (client {index}, ask {n})"
         records.append(timed(client, kind, "POST", f"/v1/contexts/{ctx.name}/query", {"question": question}, errors))
+        if records[-1].source == "shed":
+            stop.wait(SHED_WAIT_S)  # as Retry-After asks
     client.close()
     return records
 
@@ -502,7 +537,7 @@ def latency_rows(queries: list[Record], elapsed: float) -> dict:
     """Requests, errors, req/s and client-side latency (ms) for all queries and by source; the server's own
     latency_ms in `server`."""
     groups = {"all": queries}
-    for source in ("precomputed", "online"):
+    for source in ("precomputed", "online", "shed"):
         groups[source] = [r for r in queries if r.source == source]
     groups["errors"] = [r for r in queries if r.error is not None]
     return {
@@ -592,6 +627,10 @@ def build_report(
             "tokens": args.tokens,
             "workers": args.workers,
             "threads": args.threads,
+            "worker_nice": args.worker_nice,
+            "generators": args.generators,
+            "generator_batch": args.generator_batch,
+            "max_online": args.max_online,
             "online_fraction": args.online_fraction,
             "ingest_interval": args.ingest_interval,
             "ingesters": args.ingesters,
@@ -638,6 +677,10 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=2048, help="tokens of each seeded transcript")
     parser.add_argument("--workers", type=int, default=2, help="`sleeptime worker` processes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (SLEEPTIME_THREADS)")
+    parser.add_argument("--worker-nice", type=int, default=0, help="run the workers under `nice -n` this")
+    parser.add_argument("--generators", type=int, default=0, help="SLEEPTIME_GENERATORS: generator processes")
+    parser.add_argument("--generator-batch", type=int, default=8, help="SLEEPTIME_GENERATOR_BATCH")
+    parser.add_argument("--max-online", type=int, default=64, help="SLEEPTIME_MAX_ONLINE: online answers in flight")
     parser.add_argument("--online-fraction", type=float, default=0.1, help="share of new (never asked) questions")
     parser.add_argument("--ingest-interval", type=float, default=0.5, help="seconds between two appends (a fixed rate)")
     parser.add_argument("--ingesters", type=int, default=2, help="threads appending (each its share of contexts)")
