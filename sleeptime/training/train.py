@@ -27,7 +27,7 @@ import math
 import multiprocessing
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
@@ -368,16 +368,20 @@ def with_tokenizer(cfg: TrainConfig, file: str | None) -> TrainConfig:
 
 
 def make_batch(
-    stage: Stage, rng: random.Random, split: str = "train", tok: tokenizer.Tokenizer = tokenizer.BYTES
+    stage: Stage, rng: random.Random, split: str = "train", tok: tokenizer.Tokenizer = tokenizer.BYTES,
+    tasks_out: list[str] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids [B, L] of `tok` and answer mask [B, L]: 1 where the token is an answer token, 2 where it carries
-    part of the expected value inside the answer (what exact match scores); rows are left-padded with tok.pad."""
+    part of the expected value inside the answer (what exact match scores); rows are left-padded with tok.pad.
+    `tasks_out` receives each row's task."""
     tasks, weights = zip(*stage.tasks.items())
     lengths = stage.history_tokens if isinstance(stage.history_tokens, tuple) else (stage.history_tokens,)
     target = rng.choice(lengths)
     rows = []
     for _ in range(stage.batch):
         task = rng.choices(tasks, weights)[0]
+        if tasks_out is not None:
+            tasks_out.append(task)
         options = stage.task_options.get(task, {})
         sample = make_sample(task, rng.randrange(2**31), split=split, target_tokens=target, **options)
         history = tok.encode_messages(sample.history)
@@ -447,9 +451,13 @@ def batch_loss(
     write_penalty: float = 0.0,
     value_weight: float = 1.0,
     pad: int = tokenizer.PAD,
+    tasks: Sequence[str] | None = None,
+    per_task: dict | None = None,
 ) -> tuple[torch.Tensor, float]:
     """Loss over the backpropagated window and the teacher-forced exact match of the expected values; `pad` is
-    the tokenizer's padding id."""
+    the tokenizer's padding id. With each row's task in `tasks`, `per_task` receives, per task of the batch, its
+    rows, their mean answer loss and their exact match: a mixed stage's one loss cannot tell a trade between
+    tasks from drift."""
     B, L = ids.shape
     state = model.initial_state(B)
     start = 0 if window <= 0 or window >= L else L - window
@@ -470,13 +478,31 @@ def batch_loss(
     if write_penalty and writes:
         loss = loss + write_penalty * mean_write(writes, inputs != pad)
     with torch.no_grad():
-        right = (logits.argmax(-1) == targets) | ~value
-        exact = right.all(dim=1).float().mean().item()
+        right = ((logits.argmax(-1) == targets) | ~value).all(dim=1)
+        exact = right.float().mean().item()
+        if tasks is not None and per_task is not None:
+            row_loss = (nll * answer).sum(1) / answer.sum(1).clamp_min(1)
+            for task in sorted(set(tasks)):
+                rows = torch.tensor([t == task for t in tasks], device=ids.device)
+                per_task[task] = {
+                    "rows": int(rows.sum()),
+                    "loss": round(row_loss[rows].mean().item(), 4),
+                    "exact": round(right[rows].float().mean().item(), 3),
+                }
     return loss, exact
 
 
-def _draw_batch(stage: Stage, seed: str, tokenizer_file: str = "") -> tuple[torch.Tensor, torch.Tensor]:
-    return make_batch(stage, random.Random(seed), tok=load_tokenizer(tokenizer_file))
+def _draw_batch(stage: Stage, seed: str, tokenizer_file: str = "") -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    return _tasked_batch(stage, random.Random(seed), "train", load_tokenizer(tokenizer_file))
+
+
+def _tasked_batch(
+    stage: Stage, rng: random.Random, split: str, tok: tokenizer.Tokenizer
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """make_batch's ids and answer mask, and each row's task."""
+    tasks: list[str] = []
+    ids, is_answer = make_batch(stage, rng, split, tok, tasks)
+    return ids, is_answer, tasks
 
 
 class BatchSource:
@@ -496,14 +522,14 @@ class BatchSource:
         self.queue: collections.deque[tuple[int, Future]] = collections.deque()  # (stage index, batch)
         self.drawn = 0
 
-    def get(self, stage_index: int, stage: Stage) -> tuple[torch.Tensor, torch.Tensor]:
+    def get(self, stage_index: int, stage: Stage) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         while self.queue and self.queue[0][0] != stage_index:  # batches drawn for the stage before are dropped
             self.queue.popleft()[1].cancel()
         while len(self.queue) < max(2, 2 * self.workers):
             # one thread draws in order from the shared rng; processes draw each batch from its own seed
             job = (
                 (_draw_batch, stage, f"{self.seed}-{self.drawn}", self.tokenizer_file) if self.workers
-                else (make_batch, stage, self.rng, "train", load_tokenizer(self.tokenizer_file))
+                else (_tasked_batch, stage, self.rng, "train", load_tokenizer(self.tokenizer_file))
             )
             self.queue.append((stage_index, self.pool.submit(*job)))
             self.drawn += 1
@@ -689,15 +715,16 @@ def train(
             spent = (time.monotonic() - started + (seconds_before if anneal_by_clock else 0.0)) / 60
             if max_minutes is not None and spent >= max_minutes:
                 break
-            ids, is_answer = batches.get(progress["stage"], stage)
+            ids, is_answer, tasks = batches.get(progress["stage"], stage)
             ids, is_answer = ids.to(device), is_answer.to(device)
             lr = _lr(cfg, progress["step"], spent / max_minutes if anneal_by_clock else 0.0)
             for group in opt.param_groups:
                 group["lr"] = lr
+            per_task: dict = {}
             with amp:
                 loss, exact = batch_loss(
                     model, ids, is_answer, stage.window, cfg.prefix_segment, cfg.lm_weight, cfg.write_penalty,
-                    cfg.value_weight, tok.pad,
+                    cfg.value_weight, tok.pad, tasks, per_task,
                 )
             if not torch.isfinite(loss):
                 bad_steps += 1
@@ -722,7 +749,8 @@ def train(
                 progress.update(stage=progress["stage"] + 1, stage_step=0, exact=0.0)
                 running = 0.0
             if on_step:
-                on_step(dict(progress, stage_name=stage.name))
+                # each task's rows of this batch apart (batch_loss): the log can sum them over many steps
+                on_step(dict(progress, stage_name=stage.name, tasks=per_task))
             if progress["step"] % cfg.save_every == 0 or progress["stage"] >= len(cfg.stages):
                 _save(out, model, opt, progress, compact_optimizer, tok)
     finally:

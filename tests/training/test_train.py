@@ -479,8 +479,8 @@ def test_batches_drawn_by_worker_processes_come_from_the_seed_not_the_number_of_
             drawn.append([source.get(0, stage) for _ in range(3)])
         finally:
             source.close()
-    for (ids_a, answer_a), (ids_b, answer_b) in zip(*drawn):
-        assert torch.equal(ids_a, ids_b) and torch.equal(answer_a, answer_b)
+    for (ids_a, answer_a, tasks_a), (ids_b, answer_b, tasks_b) in zip(*drawn):
+        assert torch.equal(ids_a, ids_b) and torch.equal(answer_a, answer_b) and tasks_a == tasks_b
     assert not torch.equal(drawn[0][0][0], drawn[0][1][0])  # each batch its own
 
 
@@ -548,3 +548,29 @@ def test_thinning_a_runs_log_keeps_the_recent_steps_whole_and_every_tenth_before
     # a run killed after its last save: the steps past it are lost, and trained again on resume
     thin_log(log_path, keep_last=500, every=10, saved_step=1150)
     assert [json.loads(line)["step"] for line in log_path.read_text().splitlines()] == [s for s in steps if s <= 1150]
+
+
+def test_a_mixed_batch_reports_each_tasks_loss_and_exact_apart():
+    from sleeptime.models.titans import TitansLM
+
+    torch.manual_seed(0)
+    model = TitansLM(preset("tiny").model)
+    stage = Stage("mixed", {"passkey": 0.5, "chat": 0.5}, history_tokens=96, batch=8, steps=1)
+    tasks: list[str] = []
+    ids, is_answer = make_batch(stage, random.Random(4), tasks_out=tasks)
+    assert len(tasks) == 8 and set(tasks) == {"passkey", "chat"}
+    per_task: dict = {}
+    with torch.no_grad():
+        _, exact = batch_loss(model, ids, is_answer, 0, 64, 0.0, tasks=tasks, per_task=per_task)
+        # each row alone: the answer loss of its own tokens
+        alone = {}
+        for task in set(tasks):
+            rows = [i for i, t in enumerate(tasks) if t == task]
+            sub: dict = {}
+            batch_loss(model, ids[rows], is_answer[rows], 0, 64, 0.0, tasks=[task] * len(rows), per_task=sub)
+            alone[task] = sub[task]
+    assert set(per_task) == {"passkey", "chat"} and sum(p["rows"] for p in per_task.values()) == 8
+    assert abs(sum(p["exact"] * p["rows"] for p in per_task.values()) / 8 - exact) < 1e-3
+    for task, got in per_task.items():
+        # the same rows, the same left padding: the same loss whether the other task's rows ride along or not
+        assert got["rows"] == alone[task]["rows"] and got["loss"] == pytest.approx(alone[task]["loss"], abs=1e-3)
