@@ -19,7 +19,7 @@ sequence's end load as zeros (k = 0, b = 0, alpha = 0) and are never stored.
 
 Inputs are packed token-major, [tokens, heads, dim] (flash-linear-attention's layout): the wrapper takes ours,
 [B, H, T, D], and packs it. Forward only: training keeps `triton_delta.DeltaRule` (forward and a token-by-token
-backward). Checked against the fp64 reference under TRITON_INTERPRET=1 (tests/kernels/test_triton_delta_chunk.py).
+backward). Checked against the fp64 reference under TRITON_INTERPRET=1 (tests/kernels/test_triton_delta.py).
 """
 
 from __future__ import annotations
