@@ -229,9 +229,9 @@ def warm(frontend: Frontend, limit: int = WARM_CONTEXTS) -> None:
 
 def start_generators(settings: Settings, max_new_tokens: int) -> GeneratorPool:
     """The pool of generator processes the online answers go to (SLEEPTIME_GENERATORS): one torch thread each unless
-    SLEEPTIME_THREADS says otherwise."""
+    SLEEPTIME_THREADS says otherwise; the state cache's budget is shared among them (each holds its own contexts)."""
     config = GeneratorConfig(
-        settings.db, settings.model, settings.device, settings.threads or 1, settings.cache_bytes,
+        settings.db, settings.model, settings.device, settings.threads or 1, settings.cache_bytes // settings.generators,
         settings.generator_batch, max_new_tokens,
     )
     return GeneratorPool(config, settings.generators)

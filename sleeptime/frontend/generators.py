@@ -23,6 +23,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 import zlib
@@ -230,6 +231,8 @@ def _serve(config: GeneratorConfig, conn: Connection) -> None:
     from sleeptime.models.engine import MemoryEngine
     from sleeptime.runtime import tune_process
 
+    # a Ctrl-C at the terminal reaches the whole process group: the front end decides when its generators stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(GENERATOR_NICE)
     tune_process(config.threads)
     engine = MemoryEngine.load(config.model, config.device)
