@@ -75,7 +75,7 @@ def test_answers_from_a_generator_batch_equal_answers_given_one_at_a_time(make_a
         state, version, tail = app.queries.prepare_online(ctx, engine)
         reply = engine.reply(state, question, tail, ANSWER_TOKENS)
         assert (online.answer, online.version) == (reply.text, version)
-        assert online.confidence == pytest.approx(reply.confidence, abs=1e-5)
+        assert online.confidence == pytest.approx(reply.confidence, rel=1e-5)
     assert max(online.batch for online in results) > 1  # they were answered together
     assert pool.answered == 6 and pool.batches < 6
 
