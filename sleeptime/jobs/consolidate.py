@@ -23,6 +23,9 @@ the pass answers those from the head's state and adds the answers to the same he
 memory has learned nothing new (a version is a step of consolidation; an answers-only version would copy the
 state and its payload for nothing). Such answers are not rehearsed into the state; the next pass over new messages
 rehearses them with the rest.
+
+`consolidate_many` runs passes over several contexts as one batch: steps 3 and 4 go through the model together
+(MemoryEngine.consume_many, reply_many), steps 1, 2 and 5 stay each context's own.
 """
 
 import logging
