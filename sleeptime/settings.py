@@ -57,8 +57,8 @@ class Settings(BaseSettings):
     stalled_after: float = Field(30.0, gt=0, description="seconds without heartbeat before a worker's jobs retry")
     host: str = Field("127.0.0.1", min_length=1)
     port: int = Field(8765, ge=1, le=65535)
-    # due contexts a worker consolidates together: their new messages go through the model as one batch (1.7 times
-    # the tokens/s of one at a time at 8 on a 2-core CPU, docs/benchmarks.md); the embedded queue's workers only
+    # due contexts a worker consolidates together, as one batch through the model (1.39-1.44 times the contexts/s of
+    # one at a time at 8, 1.56-1.80 at 64, on a 2-core CPU: docs/benchmarks.md §7); the embedded queue's workers only
     batch_contexts: int = Field(8, ge=1, le=64, description="due contexts consolidated together in one batch")
     # online answers generated at once by one front-end process; more queue (generation is Python-bound)
     generations: int = Field(1, ge=1, le=64, description="online answers generated at once per process")

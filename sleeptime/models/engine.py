@@ -186,8 +186,8 @@ class MemoryEngine:
         """`consume` for several independent states (one per context), in as few forward passes as it can: rows whose
         states have the same structure (titans.stack_states) go through the model as one batch, whole periods of the
         model (TitansLM.period: a memory chunk, a segment, or a single token) at a time. A row catches up alone to the
-        next period boundary, where states line up, and feeds its last partial period alone; a row with more tokens than the others of its batch goes on
-        in the next round. Each row comes out as if consumed alone, up to rounding.
+        next period boundary, where states line up, and feeds its last partial period alone; a row with more tokens
+        than the others of its batch goes on in the next round. Each row comes out as if consumed alone, up to rounding.
         The states are unchanged; stats[i] (new where None) goes on counting row i; progress[i] is called with row
         i's tokens done after each segment that fed it."""
         stats = [row or ConsumeStats() for row in stats] if stats is not None else [ConsumeStats() for _ in states]
@@ -282,7 +282,7 @@ class MemoryEngine:
 
     def reply_many(self, asks: Sequence[Ask], max_new_tokens: int = ANSWER_TOKENS) -> list[Reply]:
         """`reply` to several (state, question, tail) at once: the span reader's readings of all of them go through
-        the model in batches (point_many); the answers it finds nowhere are generated, one at a time."""
+        the model in batches (point_many); the answers it finds nowhere are generated together (_generate_many)."""
         replies: list[Reply | None] = [None] * len(asks)
         if self.reader is not None:
             empty = self.new_state()  # reading leaves a state as it was: one serves every reading from empty memory
